@@ -1,0 +1,335 @@
+//! Labeled examples: the JSONL format, its validation and atomic appends.
+//!
+//! A line is `{"id"?, "text", "tier"}` or `{"id"?, "text", "outcomes": {tier: score}}`, with an
+//! optional `category` and free-form `meta`. Every line of a file is checked before any is used,
+//! and every bad line is reported with its number, so a user fixes a file in one pass.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, LineError, Result};
+use crate::tier::Tiers;
+
+/// What an example says about the tiers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Label {
+    /// The cheapest tier that answers it well: quality 0 below it, 1 from it up.
+    Tier { tier: String },
+    /// A measured score in [0,1] per tier; tiers without a score are unknown, not zero.
+    Outcomes { outcomes: BTreeMap<String, f32> },
+}
+
+impl Label {
+    /// Quality per tier (indexed like `tiers`), `None` where the example says nothing.
+    pub fn quality(&self, tiers: &Tiers) -> Vec<Option<f32>> {
+        match self {
+            Label::Tier { tier } => {
+                let at = tiers.position(tier).unwrap_or(tiers.len());
+                (0..tiers.len())
+                    .map(|i| Some(if i >= at { 1.0 } else { 0.0 }))
+                    .collect()
+            }
+            Label::Outcomes { outcomes } => tiers
+                .iter()
+                .map(|t| outcomes.get(&t.name).copied())
+                .collect(),
+        }
+    }
+}
+
+/// One labeled example query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub text: String,
+    #[serde(flatten)]
+    pub label: Label,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
+}
+
+/// The raw shape of a line, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExample {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    tier: Option<String>,
+    #[serde(default)]
+    outcomes: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    meta: Option<serde_json::Value>,
+}
+
+/// Validates one line; `Err` holds every problem found on it, joined.
+fn validate_line(line: &str, tiers: &Tiers) -> std::result::Result<Example, String> {
+    let raw: RawExample = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let mut problems = Vec::new();
+    let id = match raw.id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            problems.push(format!("`id` must be a non-empty string or a number, got {other}"));
+            None
+        }
+    };
+    let text = raw.text.unwrap_or_default();
+    if text.trim().is_empty() {
+        problems.push("`text` is missing or empty".to_string());
+    }
+    let label = match (raw.tier, raw.outcomes) {
+        (Some(_), Some(_)) => {
+            problems.push("give either `tier` or `outcomes`, not both".to_string());
+            None
+        }
+        (None, None) => {
+            problems.push("a label is missing: add `tier` or `outcomes`".to_string());
+            None
+        }
+        (Some(tier), None) => match tiers.require(&tier) {
+            Ok(_) => Some(Label::Tier { tier }),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        },
+        (None, Some(raw_outcomes)) => {
+            let mut outcomes = BTreeMap::new();
+            if raw_outcomes.is_empty() {
+                problems.push("`outcomes` is empty".to_string());
+            }
+            for (tier, value) in raw_outcomes {
+                if let Err(e) = tiers.require(&tier) {
+                    problems.push(format!("in `outcomes`: {e}"));
+                    continue;
+                }
+                match score(&value) {
+                    Some(s) => {
+                        outcomes.insert(tier, s);
+                    }
+                    None => problems.push(format!(
+                        "outcome for `{tier}` must be a number in [0, 1] or a boolean, got {value}"
+                    )),
+                }
+            }
+            Some(Label::Outcomes { outcomes })
+        }
+    };
+    match (problems.is_empty(), label) {
+        (true, Some(label)) => Ok(Example {
+            id,
+            text,
+            label,
+            category: raw.category,
+            meta: raw.meta,
+        }),
+        _ => Err(problems.join("; ")),
+    }
+}
+
+/// A score in [0,1] from a JSON number or boolean.
+fn score(value: &serde_json::Value) -> Option<f32> {
+    match value {
+        serde_json::Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .filter(|x| x.is_finite() && (0.0..=1.0).contains(x))
+            .map(|x| x as f32),
+        _ => None,
+    }
+}
+
+/// Parses and validates JSONL text. Blank lines are skipped. `known_ids` are ids already in
+/// use (e.g. in the file being appended to): reusing one is an error, as is a duplicate within
+/// `text`. Returns every bad line, not just the first.
+pub fn parse_examples(
+    text: &str,
+    tiers: &Tiers,
+    known_ids: &HashSet<String>,
+) -> std::result::Result<Vec<Example>, Vec<LineError>> {
+    let mut examples = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match validate_line(line, tiers) {
+            Ok(example) => {
+                if let Some(id) = &example.id {
+                    if known_ids.contains(id) || !seen.insert(id.clone()) {
+                        errors.push(LineError {
+                            line: line_no,
+                            message: format!("duplicate id `{id}`"),
+                        });
+                        continue;
+                    }
+                }
+                examples.push(example);
+            }
+            Err(message) => errors.push(LineError {
+                line: line_no,
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(examples)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads and validates an examples file; any bad line fails the whole read.
+pub fn read_examples(path: &Path, tiers: &Tiers) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading examples {}", path.display()), e))?;
+    parse_examples(&text, tiers, &HashSet::new()).map_err(|errors| Error::InvalidLines {
+        source_name: path.display().to_string(),
+        errors,
+    })
+}
+
+/// Ids used by a set of examples.
+pub fn ids(examples: &[Example]) -> HashSet<String> {
+    examples.iter().filter_map(|e| e.id.clone()).collect()
+}
+
+/// Appends examples to a JSONL file atomically: the new content is written to a temporary file
+/// beside the target, synced, then renamed over it, so a crash leaves the old file or the new
+/// one, never half of it. Creates the file (and its folder) if missing.
+pub fn append_examples(path: &Path, examples: &[Example]) -> Result<()> {
+    let mut content = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    if !content.is_empty() && !content.ends_with(b"\n") {
+        content.push(b'\n');
+    }
+    for example in examples {
+        let line = serde_json::to_string(example).expect("examples serialize");
+        content.extend_from_slice(line.as_bytes());
+        content.push(b'\n');
+    }
+    write_atomic(path, &content)
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let context = |what: &str| format!("{what} {}", path.display());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context("writing"), e))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(context("writing"), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(context("replacing"), e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tier::test_tiers;
+
+    fn tiers() -> Tiers {
+        test_tiers(&["small", "medium", "large"])
+    }
+
+    #[test]
+    fn parses_both_label_kinds() {
+        let text = r#"{"id": "a", "text": "hi", "tier": "small"}
+
+{"text": "prove it", "outcomes": {"small": 0, "large": true}, "category": "math"}
+"#;
+        let ex = parse_examples(text, &tiers(), &HashSet::new()).unwrap();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[0].label.quality(&tiers()), vec![Some(1.0); 3]);
+        assert_eq!(
+            ex[1].label.quality(&tiers()),
+            vec![Some(0.0), None, Some(1.0)]
+        );
+        assert_eq!(ex[1].category.as_deref(), Some("math"));
+    }
+
+    #[test]
+    fn tier_label_means_zero_below_one_from_it_up() {
+        let l = Label::Tier {
+            tier: "medium".into(),
+        };
+        assert_eq!(l.quality(&tiers()), vec![Some(0.0), Some(1.0), Some(1.0)]);
+    }
+
+    #[test]
+    fn reports_every_bad_line_with_its_number() {
+        let text = [
+            r#"{"id": "a", "text": "ok", "tier": "small"}"#,
+            r#"{"text": "broken"#,
+            r#"{"text": "   ", "tier": "small"}"#,
+            r#"{"text": "x", "tier": "huge"}"#,
+            r#"{"text": "x", "outcomes": {"small": 1.5}}"#,
+            r#"{"id": "a", "text": "dup", "tier": "large"}"#,
+            r#"{"text": "x"}"#,
+            r#"{"text": "x", "tier": "small", "teir": "large"}"#,
+        ]
+        .join("\n");
+        let errors = parse_examples(&text, &tiers(), &HashSet::new()).unwrap_err();
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7, 8]);
+        assert!(errors[0].message.contains("invalid JSON"));
+        assert!(errors[1].message.contains("empty"));
+        assert!(errors[2].message.contains("unknown tier `huge`"));
+        assert!(errors[3].message.contains("[0, 1]"));
+        assert!(errors[4].message.contains("duplicate id `a`"));
+        assert!(errors[5].message.contains("label is missing"));
+        assert!(errors[6].message.contains("teir"));
+    }
+
+    #[test]
+    fn known_ids_count_as_duplicates() {
+        let known: HashSet<String> = ["a".to_string()].into();
+        let errors =
+            parse_examples(r#"{"id":"a","text":"t","tier":"small"}"#, &tiers(), &known).unwrap_err();
+        assert_eq!(errors[0].line, 1);
+    }
+
+    #[test]
+    fn append_is_atomic_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/examples.jsonl");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, r#"{"text":"first","tier":"small"}"#).unwrap(); // no final newline
+        let new = parse_examples(
+            r#"{"id":"n1","text":"second","outcomes":{"large":0.5}}"#,
+            &tiers(),
+            &HashSet::new(),
+        )
+        .unwrap();
+        append_examples(&path, &new).unwrap();
+        let all = read_examples(&path, &tiers()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1], new[0]);
+        // Only the target file is left behind: no temporary files.
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+}
