@@ -4,3 +4,4 @@ pub mod error;
 pub mod index;
 pub mod tier;
 pub mod vote;
+pub mod embed;

@@ -1,0 +1,53 @@
+//! Sentence embeddings: the [`Embedder`] trait and its candle BERT implementation.
+//!
+//! This folder is the only place candle, tokenizers and hf-hub appear. `source` finds and
+//! verifies the model files, `device` picks CPU/CUDA/Metal, `bert` runs the forward pass, and
+//! `cache` keeps example embeddings on disk so restarts do not re-embed them.
+
+mod bert;
+pub mod cache;
+pub mod device;
+pub mod source;
+
+pub use bert::BertEmbedder;
+pub use cache::EmbeddingCache;
+pub use source::{ModelSpec, ResolvedModel, SourceKind, DEFAULT_MODEL};
+
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// What an embedder is, for `model info`, logs and cache keys.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    /// The configured model: a hub id or a local directory.
+    pub name: String,
+    /// Where the files came from.
+    pub source: SourceKind,
+    /// The local directory holding the files.
+    pub dir: std::path::PathBuf,
+    /// SHA-256 of the weights file: identifies the model in the embedding cache.
+    pub sha256: String,
+    pub dim: usize,
+    /// `mean` or `cls`.
+    pub pooling: String,
+    /// Longer inputs are truncated to this many tokens (special tokens included).
+    pub max_length: usize,
+    /// `cpu`, `cuda:0`, `metal:0`.
+    pub device: String,
+}
+
+/// Turns texts into L2-normalised vectors, one per text, in order.
+pub trait Embedder: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+
+    fn dim(&self) -> usize {
+        self.info().dim
+    }
+
+    /// Embeds a batch. An empty slice gives an empty result.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+
+    /// Number of tokens a text becomes (special tokens included, after truncation).
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+}
