@@ -51,3 +51,11 @@ pub trait Embedder: Send + Sync {
     /// Number of tokens a text becomes (special tokens included, after truncation).
     fn count_tokens(&self, text: &str) -> Result<usize>;
 }
+
+/// Resolves (fetching if needed), verifies and loads the model the config names.
+pub fn load_embedder(config: &crate::config::Config) -> Result<BertEmbedder> {
+    let spec = ModelSpec::from_config(config);
+    let model = source::resolve(&spec)?;
+    let device = device::select_device(&config.embedding.device)?;
+    BertEmbedder::load(&spec.name, &model, device)
+}

@@ -1,0 +1,326 @@
+//! The typed configuration: `router.toml`, then command-line overrides, validated once at
+//! start. Relative paths in the file resolve against the file's own folder, so
+//! `--config elsewhere/router.toml` works from any working directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::index::{HnswParams, IndexKind};
+use crate::tier::{Tier, Tiers};
+use crate::vote::Policy;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub embedding: EmbeddingConfig,
+    pub routing: RoutingConfig,
+    pub tiers: Vec<Tier>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// Env var holding comma-separated bearer tokens; unset = no auth.
+    pub api_keys_env: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            api_keys_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    /// Hub id or local directory.
+    pub model: String,
+    /// Hub revision.
+    pub revision: String,
+    /// Expected SHA-256 of model.safetensors (built in for the default model).
+    pub sha256: Option<String>,
+    /// auto | cpu | cuda | cuda:N | metal | metal:N
+    pub device: String,
+    /// Models and example embeddings are cached here (default: the user cache folder).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        EmbeddingConfig {
+            model: DEFAULT_MODEL.into(),
+            revision: "main".into(),
+            sha256: None,
+            device: "auto".into(),
+            cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub examples: PathBuf,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    #[serde(default = "default_quality_target")]
+    pub quality_target: f32,
+    #[serde(default = "default_min_similarity")]
+    pub min_similarity: f32,
+    pub fallback_tier: String,
+    /// Softmax temperature over neighbour similarities.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// auto (exact below 10k examples, HNSW above) | flat | hnsw
+    #[serde(default = "default_index")]
+    pub index: IndexKind,
+    #[serde(default)]
+    pub hnsw: HnswParams,
+}
+
+fn default_k() -> usize {
+    10
+}
+fn default_quality_target() -> f32 {
+    0.9
+}
+fn default_min_similarity() -> f32 {
+    0.35
+}
+fn default_temperature() -> f32 {
+    Policy::default().temperature
+}
+fn default_index() -> IndexKind {
+    IndexKind::Auto
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    /// Env var holding the upstream's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+
+/// Command-line values that replace the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub examples: Option<PathBuf>,
+    pub device: Option<String>,
+    pub model: Option<String>,
+    pub k: Option<usize>,
+    pub quality_target: Option<f32>,
+}
+
+impl Config {
+    /// Reads, resolves paths, applies overrides and validates.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
+        let mut config: Config = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.routing.examples = resolve_path(base, &config.routing.examples);
+        if let Some(dir) = &config.embedding.cache_dir {
+            config.embedding.cache_dir = Some(resolve_path(base, dir));
+        }
+        // A relative model directory is relative to the config too, if it exists there.
+        let local_model = base.join(&config.embedding.model);
+        if Path::new(&config.embedding.model).is_relative() && local_model.is_dir() {
+            config.embedding.model = local_model.to_string_lossy().into_owned();
+        }
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Command-line paths are relative to the working directory, as a user expects.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(e) = &o.examples {
+            self.routing.examples = e.clone();
+        }
+        if let Some(d) = &o.device {
+            self.embedding.device = d.clone();
+        }
+        if let Some(m) = &o.model {
+            self.embedding.model = m.clone();
+        }
+        if let Some(k) = o.k {
+            self.routing.k = k;
+        }
+        if let Some(q) = o.quality_target {
+            self.routing.quality_target = q;
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let tiers = self.tiers()?;
+        let r = &self.routing;
+        let bad = |m: String| Err(Error::Config(m));
+        if r.k == 0 {
+            return bad("routing.k must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&r.quality_target) {
+            return bad(format!("routing.quality_target must be in [0, 1], got {}", r.quality_target));
+        }
+        if !(-1.0..=1.0).contains(&r.min_similarity) {
+            return bad(format!("routing.min_similarity must be in [-1, 1], got {}", r.min_similarity));
+        }
+        if !(r.temperature > 0.0 && r.temperature.is_finite()) {
+            return bad(format!("routing.temperature must be > 0, got {}", r.temperature));
+        }
+        tiers
+            .require(&r.fallback_tier)
+            .map_err(|e| Error::Config(format!("routing.fallback_tier: {e}")))?;
+        for t in tiers.iter() {
+            if let Some(u) = &t.upstream {
+                if !self.upstreams.contains_key(u) {
+                    return bad(format!("tier `{}` names upstream `{u}`, which is not in [upstreams]", t.name));
+                }
+            }
+        }
+        for (name, u) in &self.upstreams {
+            if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://")) {
+                return bad(format!("upstreams.{name}.base_url must start with http:// or https://"));
+            }
+        }
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!("server.bind `{}` is not an address like 127.0.0.1:8080", self.server.bind));
+        }
+        if self.embedding.model.trim().is_empty() {
+            return bad("embedding.model is empty".into());
+        }
+        Ok(())
+    }
+
+    pub fn tiers(&self) -> Result<Tiers> {
+        Tiers::new(self.tiers.clone())
+    }
+
+    /// The vote's knobs (call after `validate`).
+    pub fn policy(&self) -> Result<Policy> {
+        let tiers = self.tiers()?;
+        Ok(Policy {
+            k: self.routing.k,
+            quality_target: self.routing.quality_target,
+            min_similarity: self.routing.min_similarity,
+            fallback_tier: tiers.require(&self.routing.fallback_tier)?,
+            temperature: self.routing.temperature,
+        })
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.embedding.cache_dir.clone().unwrap_or_else(default_cache_dir)
+    }
+
+}
+
+/// The embedding model used when the config names none.
+pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// `$MODEL_ROUTER_CACHE`, else `$XDG_CACHE_HOME/model-router`, else `~/.cache/model-router`.
+pub fn default_cache_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = env("MODEL_ROUTER_CACHE") {
+        return dir;
+    }
+    if let Some(dir) = env("XDG_CACHE_HOME") {
+        return dir.join("model-router");
+    }
+    match env("HOME") {
+        Some(home) => home.join(".cache").join("model-router"),
+        None => PathBuf::from(".cache").join("model-router"),
+    }
+}
+
+fn resolve_path(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[routing]
+examples = "examples.jsonl"
+fallback_tier = "large"
+
+[[tiers]]
+name = "small"
+model = "m-small"
+upstream = "up"
+
+[[tiers]]
+name = "large"
+model = "m-large"
+
+[upstreams.up]
+base_url = "http://localhost:9"
+"#;
+
+    fn load(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path, &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let c = Config::load(&path, &Overrides::default()).unwrap();
+        assert_eq!(c.routing.examples, dir.path().join("examples.jsonl"));
+        assert_eq!(c.routing.k, 10);
+        assert_eq!(c.embedding.model, DEFAULT_MODEL);
+        assert_eq!(c.policy().unwrap().fallback_tier, 1);
+        let o = Overrides {
+            examples: Some("x.jsonl".into()),
+            quality_target: Some(0.5),
+            ..Default::default()
+        };
+        let c = Config::load(&path, &o).unwrap();
+        assert_eq!(c.routing.examples, PathBuf::from("x.jsonl"));
+        assert_eq!(c.routing.quality_target, 0.5);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_their_key() {
+        let cases = [
+            ("fallback_tier = \"large\"", "fallback_tier = \"huge\"", "fallback_tier"),
+            ("fallback_tier = \"large\"", "fallback_tier = \"large\"\nk = 0", "routing.k"),
+            ("fallback_tier = \"large\"", "fallback_tier = \"large\"\nquality_target = 1.5", "quality_target"),
+            ("upstream = \"up\"", "upstream = \"nope\"", "not in [upstreams]"),
+            ("fallback_tier = \"large\"", "fallback_tier = \"large\"\nbogus = 1", "bogus"),
+        ];
+        for (from, to, expect) in cases {
+            let e = load(&MINIMAL.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(expect), "{expect}: {e}");
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The router: an embedder, an index over labeled examples, and the vote.
+//!
+//! Routing takes a read lock on the index for the search only; adding examples embeds them
+//! first, outside any lock, then takes the write lock just to insert, so live additions never
+//! stall concurrent routing for long.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::corpus::{read_examples, Example, Label};
+use crate::embed::{Embedder, EmbeddingCache};
+use crate::error::{Error, Result};
+use crate::index::{new_index, HnswParams, IndexKind, VectorIndex};
+use crate::tier::Tiers;
+use crate::vote::{vote, Basis, Evidence, Policy, TierScores};
+
+/// Texts embedded per call while building: large enough to sort by length and batch well.
+const BUILD_CHUNK: usize = 256;
+
+/// A routing decision and everything needed to see why it was made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub tier: String,
+    pub model: String,
+    pub confidence: f32,
+    /// Expected quality per tier, Q(t), in tier order.
+    pub quality: TierScores,
+    pub basis: Basis,
+    pub reason: String,
+    pub neighbors: Vec<Neighbor>,
+}
+
+/// One of the examples the decision was based on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Neighbor {
+    pub id: Option<String>,
+    pub text: String,
+    pub similarity: f32,
+    #[serde(flatten)]
+    pub label: Label,
+}
+
+/// How the index is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterOptions {
+    pub policy: Policy,
+    pub index: IndexKind,
+    pub hnsw: HnswParams,
+}
+
+struct State {
+    index: Box<dyn VectorIndex>,
+    examples: Vec<Example>,
+    /// Per-example quality per tier, precomputed from the labels.
+    quality: Vec<Vec<Option<f32>>>,
+}
+
+/// Embedder + index + examples + policy.
+pub struct Router {
+    embedder: Arc<dyn Embedder>,
+    tiers: Tiers,
+    options: RouterOptions,
+    state: RwLock<State>,
+    cache: Option<Mutex<EmbeddingCache>>,
+}
+
+impl Router {
+    /// A router with no examples yet (every query is out of distribution until some are added).
+    pub fn new(embedder: Arc<dyn Embedder>, tiers: Tiers, options: RouterOptions) -> Self {
+        Self::with_capacity(embedder, tiers, options, 0)
+    }
+
+    fn with_capacity(
+        embedder: Arc<dyn Embedder>,
+        tiers: Tiers,
+        options: RouterOptions,
+        expected: usize,
+    ) -> Self {
+        let index = new_index(options.index, embedder.dim(), expected, options.hnsw);
+        Router {
+            embedder,
+            tiers,
+            options,
+            state: RwLock::new(State {
+                index,
+                examples: Vec::new(),
+                quality: Vec::new(),
+            }),
+            cache: None,
+        }
+    }
+
+    /// Builds the router the config describes: reads and validates the examples, embeds those
+    /// not in the on-disk cache (reporting `(done, total)` to `progress`), indexes them all.
+    pub fn from_config(
+        config: &Config,
+        embedder: Arc<dyn Embedder>,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Router> {
+        let tiers = config.tiers()?;
+        let examples = read_examples(&config.routing.examples, &tiers)?;
+        let options = RouterOptions {
+            policy: config.policy()?,
+            index: config.routing.index,
+            hnsw: config.routing.hnsw,
+        };
+        let cache = EmbeddingCache::open(
+            &config.cache_dir().join("embeddings"),
+            &embedder.info().sha256,
+            embedder.dim(),
+        )?;
+        let mut router = Self::with_capacity(embedder, tiers, options, examples.len());
+        router.cache = Some(Mutex::new(cache));
+        router.add_with_progress(examples, progress)?;
+        Ok(router)
+    }
+
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.options.policy
+    }
+
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// Number of indexed examples.
+    pub fn len(&self) -> usize {
+        self.read().examples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `flat` or `hnsw`.
+    pub fn index_kind(&self) -> &'static str {
+        self.read().index.kind()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated (inserts happen
+        // after all fallible work), so a poisoned lock is still safe to use.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes examples routable (they are not written anywhere: see `corpus::append_examples`).
+    pub fn add(&self, examples: Vec<Example>) -> Result<()> {
+        self.add_with_progress(examples, &|_, _| {})
+    }
+
+    fn add_with_progress(&self, examples: Vec<Example>, progress: &dyn Fn(usize, usize)) -> Result<()> {
+        let vectors = self.embed_examples(&examples, progress)?;
+        let quality: Vec<_> = examples.iter().map(|e| e.label.quality(&self.tiers)).collect();
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.index.add(&vectors)?;
+        state.examples.extend(examples);
+        state.quality.extend(quality);
+        Ok(())
+    }
+
+    /// Embeddings for examples, from the cache where possible; new ones are cached.
+    fn embed_examples(&self, examples: &[Example], progress: &dyn Fn(usize, usize)) -> Result<Vec<Vec<f32>>> {
+        let total = examples.len();
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; total];
+        if let Some(cache) = &self.cache {
+            let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            for (slot, e) in vectors.iter_mut().zip(examples) {
+                *slot = cache.get(&e.text).map(<[f32]>::to_vec);
+            }
+        }
+        let missing: Vec<usize> = (0..total).filter(|&i| vectors[i].is_none()).collect();
+        let mut done = total - missing.len();
+        progress(done, total);
+        for chunk in missing.chunks(BUILD_CHUNK) {
+            let texts: Vec<&str> = chunk.iter().map(|&i| examples[i].text.as_str()).collect();
+            let embedded = self.embedder.embed(&texts)?;
+            if let Some(cache) = &self.cache {
+                let items: Vec<(&str, &[f32])> =
+                    texts.iter().copied().zip(embedded.iter().map(Vec::as_slice)).collect();
+                cache.lock().unwrap_or_else(|e| e.into_inner()).insert(&items)?;
+            }
+            for (&i, v) in chunk.iter().zip(embedded) {
+                vectors[i] = Some(v);
+            }
+            done += chunk.len();
+            progress(done, total);
+        }
+        Ok(vectors.into_iter().map(|v| v.expect("every example embedded")).collect())
+    }
+
+    /// Routes one query with the configured policy.
+    pub fn route(&self, query: &str) -> Result<Decision> {
+        self.route_with(query, &self.options.policy)
+    }
+
+    /// Routes one query with another policy (e.g. a per-request quality target).
+    pub fn route_with(&self, query: &str, policy: &Policy) -> Result<Decision> {
+        let query = check_query(query)?;
+        let vector = self.embedder.embed(&[query])?.pop().ok_or_else(|| Error::Embed("no vector".into()))?;
+        self.decide(&vector, policy)
+    }
+
+    /// Routes many queries, embedding them in batches; fails without routing any if one is empty.
+    pub fn route_batch(&self, queries: &[&str], policy: &Policy) -> Result<Vec<Decision>> {
+        let queries: Vec<&str> = queries.iter().map(|q| check_query(q)).collect::<Result<_>>()?;
+        let vectors = self.embedder.embed(&queries)?;
+        vectors.iter().map(|v| self.decide(v, policy)).collect()
+    }
+
+    /// The decision for an already embedded query.
+    pub fn decide(&self, vector: &[f32], policy: &Policy) -> Result<Decision> {
+        let state = self.read();
+        let hits = state.index.search(vector, policy.k)?;
+        let evidence: Vec<Evidence> = hits
+            .iter()
+            .map(|h| Evidence {
+                similarity: h.similarity,
+                quality: state.quality[h.id].clone(),
+            })
+            .collect();
+        let v = vote(&evidence, &self.tiers, policy);
+        let tier = &self.tiers[v.tier];
+        Ok(Decision {
+            tier: tier.name.clone(),
+            model: tier.model.clone(),
+            confidence: v.confidence,
+            quality: v.quality,
+            basis: v.basis,
+            reason: v.reason,
+            neighbors: hits
+                .iter()
+                .map(|h| {
+                    let e = &state.examples[h.id];
+                    Neighbor {
+                        id: e.id.clone(),
+                        text: e.text.clone(),
+                        similarity: h.similarity,
+                        label: e.label.clone(),
+                    }
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Trims a query; whitespace-only is refused.
+fn check_query(query: &str) -> Result<&str> {
+    let q = query.trim();
+    if q.is_empty() {
+        Err(Error::EmptyQuery)
+    } else {
+        Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::{ModelInfo, SourceKind};
+    use crate::tier::test_tiers;
+
+    /// A deterministic stand-in embedder for router logic tests: a bag of hashed words,
+    /// L2-normalised. (Real-model tests live in the integration binary.)
+    struct Words(ModelInfo);
+
+    impl Words {
+        fn new() -> Self {
+            Words(ModelInfo {
+                name: "words".into(),
+                source: SourceKind::LocalDir,
+                dir: ".".into(),
+                sha256: "0".repeat(64),
+                dim: 64,
+                pooling: "mean".into(),
+                max_length: 256,
+                device: "cpu".into(),
+            })
+        }
+    }
+
+    impl Embedder for Words {
+        fn info(&self) -> &ModelInfo {
+            &self.0
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    let mut v = vec![0.0f32; 64];
+                    for w in t.split_whitespace() {
+                        let h = w.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+                        v[(h % 64) as usize] += 1.0;
+                    }
+                    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+                    v.iter().map(|x| x / n).collect()
+                })
+                .collect())
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize> {
+            Ok(text.split_whitespace().count())
+        }
+    }
+
+    fn example(id: &str, text: &str, tier: &str) -> Example {
+        Example {
+            id: Some(id.into()),
+            text: text.into(),
+            label: Label::Tier { tier: tier.into() },
+            category: None,
+            meta: None,
+        }
+    }
+
+    fn router() -> Router {
+        let options = RouterOptions {
+            policy: Policy {
+                fallback_tier: 2,
+                ..Policy::default()
+            },
+            index: IndexKind::Flat,
+            hnsw: HnswParams::default(),
+        };
+        Router::new(Arc::new(Words::new()), test_tiers(&["small", "medium", "large"]), options)
+    }
+
+    #[test]
+    fn routes_to_the_label_of_the_matching_example() {
+        let r = router();
+        assert_eq!(r.route("hello there").unwrap().basis, Basis::OutOfDistribution);
+        r.add(vec![
+            example("g", "hello there friend", "small"),
+            example("p", "prove the riemann hypothesis rigorously", "large"),
+        ])
+        .unwrap();
+        let d = r.route("prove the riemann hypothesis").unwrap();
+        assert_eq!((d.tier.as_str(), d.model.as_str()), ("large", "model-large"));
+        assert_eq!(d.neighbors[0].id.as_deref(), Some("p"));
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["neighbors"][0]["tier"], "large");
+        assert!(json["quality"]["small"].is_number());
+        let batch = r.route_batch(&["hello there friend", "prove it rigorously"], r.policy()).unwrap();
+        assert_eq!(batch[0].tier, "small");
+    }
+
+    #[test]
+    fn empty_queries_are_refused() {
+        let r = router();
+        assert!(matches!(r.route("  \n\t"), Err(Error::EmptyQuery)));
+        assert!(matches!(r.route_batch(&["ok", ""], r.policy()), Err(Error::EmptyQuery)));
+    }
+}
