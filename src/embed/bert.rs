@@ -13,6 +13,7 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::device::device_name;
+use super::ops::gelu_erf;
 use super::source::ResolvedModel;
 use super::{Embedder, ModelInfo};
 use crate::error::{Error, Result};
@@ -20,6 +21,9 @@ use crate::error::{Error, Result};
 /// Longest sub-batch run in one forward pass: padding to the longest text makes very large
 /// batches slower per sentence, so texts are sorted by length and cut into batches of this size.
 const MAX_FORWARD_BATCH: usize = 32;
+/// Most padded tokens in one forward pass: beyond this, bigger batches stop paying off on CPU
+/// and only cost memory.
+const TOKEN_BUDGET: usize = 256;
 
 fn model_err(e: impl std::fmt::Display) -> Error {
     Error::Embed(e.to_string())
@@ -243,7 +247,7 @@ impl BertEmbedder {
             x = layer_norm(&(attn + &x)?, &layer.ln1.0, &layer.ln1.1, self.eps)?;
             let inner = x.matmul(&layer.w1)?.broadcast_add(&layer.b1)?;
             let inner = match self.act {
-                HiddenAct::Gelu => inner.gelu_erf()?,
+                HiddenAct::Gelu => gelu_erf(&inner)?,
                 HiddenAct::GeluApproximate => inner.gelu()?,
                 HiddenAct::Relu => inner.relu()?,
             };
@@ -277,19 +281,29 @@ impl Embedder for BertEmbedder {
             return Ok(Vec::new());
         }
         let ids = self.tokenize(texts)?;
-        if ids.len() <= MAX_FORWARD_BATCH {
-            let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-            return self.forward(&refs).map_err(model_err);
+        if ids.len() == 1 {
+            return self.forward(&[&ids[0]]).map_err(model_err);
         }
-        // Sort by length so each sub-batch pads little, then restore the caller's order.
+        // Sort by length so each sub-batch pads little, cut it where the padded size would pass
+        // the token budget, then restore the caller's order.
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];
-        for chunk in order.chunks(MAX_FORWARD_BATCH) {
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start + 1;
+            while end < order.len()
+                && end - start < MAX_FORWARD_BATCH
+                && (end - start + 1) * ids[order[end]].len() <= TOKEN_BUDGET
+            {
+                end += 1;
+            }
+            let chunk = &order[start..end];
             let refs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
             for (&i, v) in chunk.iter().zip(self.forward(&refs).map_err(model_err)?) {
                 out[i] = v;
             }
+            start = end;
         }
         Ok(out)
     }

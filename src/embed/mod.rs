@@ -7,6 +7,7 @@
 mod bert;
 pub mod cache;
 pub mod device;
+mod ops;
 pub mod source;
 
 pub use bert::BertEmbedder;
