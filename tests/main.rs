@@ -1,0 +1,8 @@
+//! The integration test binary: slow, end-to-end checks with the real model and the real
+//! binary. One binary, so the model loads once per module and the build links once.
+//!
+//! Run: `cargo test --release` (the model is fetched and verified on first use).
+
+mod cli;
+mod embedding;
+mod util;

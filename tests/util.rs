@@ -1,0 +1,55 @@
+//! Shared helpers: fixture paths, the shared embedder, running the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
+
+use model_router::config::{Config, Overrides};
+use model_router::embed::{load_embedder, Embedder};
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn config() -> Config {
+    Config::load(&fixture("router.toml"), &Overrides::default()).expect("fixture config")
+}
+
+/// The real model, loaded once for the whole test binary.
+pub fn embedder() -> Arc<dyn Embedder> {
+    static EMBEDDER: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
+    EMBEDDER
+        .get_or_init(|| Arc::new(load_embedder(&config()).expect("the embedding model loads")))
+        .clone()
+}
+
+/// Runs the binary with the fixture config and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    run_with(&fixture("router.toml"), args)
+}
+
+/// Runs the binary with a given config.
+pub fn run_with(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_model-router"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
