@@ -29,7 +29,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Config file; relative paths inside it resolve against its folder.
-    #[arg(long, global = true, env = "ROUTER_CONFIG", default_value = "data/router.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROUTER_CONFIG",
+        default_value = "data/router.toml"
+    )]
     pub config: PathBuf,
     /// Labeled examples (JSONL), instead of the config's `routing.examples`.
     #[arg(long, global = true, env = "ROUTER_EXAMPLES")]
@@ -117,14 +122,21 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Route(args) => route(&config, args),
         Command::Ingest(args) => ingest(&config, &args.file),
         Command::Embed { texts } => embed_texts(&config, &texts),
-        Command::Model { action: ModelAction::Fetch } => {
+        Command::Model {
+            action: ModelAction::Fetch,
+        } => {
             let spec = ModelSpec::from_config(&config);
             let model = source::resolve(&spec)?;
-            eprintln!("{} from {} (sha256 {})", spec.name, model.source, model.sha256);
+            eprintln!(
+                "{} from {} (sha256 {})",
+                spec.name, model.source, model.sha256
+            );
             println!("{}", model.dir.display());
             Ok(())
         }
-        Command::Model { action: ModelAction::Info } => {
+        Command::Model {
+            action: ModelAction::Info,
+        } => {
             let embedder = embed::load_embedder(&config)?;
             println!("{}", serde_json::to_string_pretty(embedder.info())?);
             Ok(())
@@ -150,7 +162,12 @@ fn build_router(config: &Config) -> Result<Router> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
-    .with_context(|| format!("building the router from {}", config.routing.examples.display()))?;
+    .with_context(|| {
+        format!(
+            "building the router from {}",
+            config.routing.examples.display()
+        )
+    })?;
     bar.finish_and_clear();
     Ok(router)
 }
@@ -178,7 +195,8 @@ struct Query {
 }
 
 fn read_queries(path: &Path) -> Result<Vec<Query>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut queries = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -188,7 +206,10 @@ fn read_queries(path: &Path) -> Result<Vec<Query>> {
         let problem = match serde_json::from_str::<serde_json::Value>(line) {
             Err(e) => Some(format!("invalid JSON: {e}")),
             Ok(v) => {
-                let text = v.get("prompt").or_else(|| v.get("text")).and_then(|t| t.as_str());
+                let text = v
+                    .get("prompt")
+                    .or_else(|| v.get("text"))
+                    .and_then(|t| t.as_str());
                 match text {
                     Some(t) if !t.trim().is_empty() => {
                         queries.push(Query {
@@ -202,7 +223,10 @@ fn read_queries(path: &Path) -> Result<Vec<Query>> {
             }
         };
         if let Some(message) = problem {
-            errors.push(LineError { line: i + 1, message });
+            errors.push(LineError {
+                line: i + 1,
+                message,
+            });
         }
     }
     if !errors.is_empty() {
@@ -249,27 +273,38 @@ fn ingest(config: &Config, file: &Path) -> Result<()> {
     let tiers = config.tiers()?;
     let target = &config.routing.examples;
     let existing = if target.exists() {
-        corpus::read_examples(target, &tiers).context("the examples file to append to is invalid; fix it first")?
+        corpus::read_examples(target, &tiers)
+            .context("the examples file to append to is invalid; fix it first")?
     } else {
         Vec::new()
     };
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let new = parse_examples(&text, &tiers, &corpus::ids(&existing)).map_err(|errors| Error::InvalidLines {
-        source_name: file.display().to_string(),
-        errors,
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let new = parse_examples(&text, &tiers, &corpus::ids(&existing)).map_err(|errors| {
+        Error::InvalidLines {
+            source_name: file.display().to_string(),
+            errors,
+        }
     })?;
     if new.is_empty() {
         bail!("{} holds no examples", file.display());
     }
     let texts: HashSet<&str> = existing.iter().map(|e| e.text.as_str()).collect();
-    let repeats = new.iter().filter(|e| texts.contains(e.text.as_str())).count();
+    let repeats = new
+        .iter()
+        .filter(|e| texts.contains(e.text.as_str()))
+        .count();
     corpus::append_examples(target, &new)?;
     eprintln!(
         "added {} examples to {} (now {}){}",
         new.len(),
         target.display(),
         existing.len() + new.len(),
-        if repeats > 0 { format!("; {repeats} repeat texts already there") } else { String::new() }
+        if repeats > 0 {
+            format!("; {repeats} repeat texts already there")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

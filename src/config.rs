@@ -136,8 +136,8 @@ impl Config {
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.routing.examples = resolve_path(base, &config.routing.examples);
         if let Some(dir) = &config.embedding.cache_dir {
@@ -180,13 +180,22 @@ impl Config {
             return bad("routing.k must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&r.quality_target) {
-            return bad(format!("routing.quality_target must be in [0, 1], got {}", r.quality_target));
+            return bad(format!(
+                "routing.quality_target must be in [0, 1], got {}",
+                r.quality_target
+            ));
         }
         if !(-1.0..=1.0).contains(&r.min_similarity) {
-            return bad(format!("routing.min_similarity must be in [-1, 1], got {}", r.min_similarity));
+            return bad(format!(
+                "routing.min_similarity must be in [-1, 1], got {}",
+                r.min_similarity
+            ));
         }
         if !(r.temperature > 0.0 && r.temperature.is_finite()) {
-            return bad(format!("routing.temperature must be > 0, got {}", r.temperature));
+            return bad(format!(
+                "routing.temperature must be > 0, got {}",
+                r.temperature
+            ));
         }
         tiers
             .require(&r.fallback_tier)
@@ -194,17 +203,25 @@ impl Config {
         for t in tiers.iter() {
             if let Some(u) = &t.upstream {
                 if !self.upstreams.contains_key(u) {
-                    return bad(format!("tier `{}` names upstream `{u}`, which is not in [upstreams]", t.name));
+                    return bad(format!(
+                        "tier `{}` names upstream `{u}`, which is not in [upstreams]",
+                        t.name
+                    ));
                 }
             }
         }
         for (name, u) in &self.upstreams {
             if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://")) {
-                return bad(format!("upstreams.{name}.base_url must start with http:// or https://"));
+                return bad(format!(
+                    "upstreams.{name}.base_url must start with http:// or https://"
+                ));
             }
         }
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
-            return bad(format!("server.bind `{}` is not an address like 127.0.0.1:8080", self.server.bind));
+            return bad(format!(
+                "server.bind `{}` is not an address like 127.0.0.1:8080",
+                self.server.bind
+            ));
         }
         if self.embedding.model.trim().is_empty() {
             return bad("embedding.model is empty".into());
@@ -229,9 +246,11 @@ impl Config {
     }
 
     pub fn cache_dir(&self) -> PathBuf {
-        self.embedding.cache_dir.clone().unwrap_or_else(default_cache_dir)
+        self.embedding
+            .cache_dir
+            .clone()
+            .unwrap_or_else(default_cache_dir)
     }
-
 }
 
 /// The embedding model used when the config names none.
@@ -239,7 +258,11 @@ pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 /// `$MODEL_ROUTER_CACHE`, else `$XDG_CACHE_HOME/model-router`, else `~/.cache/model-router`.
 pub fn default_cache_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = env("MODEL_ROUTER_CACHE") {
         return dir;
     }
@@ -312,11 +335,31 @@ base_url = "http://localhost:9"
     #[test]
     fn rejects_bad_values_with_their_key() {
         let cases = [
-            ("fallback_tier = \"large\"", "fallback_tier = \"huge\"", "fallback_tier"),
-            ("fallback_tier = \"large\"", "fallback_tier = \"large\"\nk = 0", "routing.k"),
-            ("fallback_tier = \"large\"", "fallback_tier = \"large\"\nquality_target = 1.5", "quality_target"),
-            ("upstream = \"up\"", "upstream = \"nope\"", "not in [upstreams]"),
-            ("fallback_tier = \"large\"", "fallback_tier = \"large\"\nbogus = 1", "bogus"),
+            (
+                "fallback_tier = \"large\"",
+                "fallback_tier = \"huge\"",
+                "fallback_tier",
+            ),
+            (
+                "fallback_tier = \"large\"",
+                "fallback_tier = \"large\"\nk = 0",
+                "routing.k",
+            ),
+            (
+                "fallback_tier = \"large\"",
+                "fallback_tier = \"large\"\nquality_target = 1.5",
+                "quality_target",
+            ),
+            (
+                "upstream = \"up\"",
+                "upstream = \"nope\"",
+                "not in [upstreams]",
+            ),
+            (
+                "fallback_tier = \"large\"",
+                "fallback_tier = \"large\"\nbogus = 1",
+                "bogus",
+            ),
         ];
         for (from, to, expect) in cases {
             let e = load(&MINIMAL.replace(from, to)).unwrap_err().to_string();

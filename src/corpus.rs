@@ -82,7 +82,9 @@ fn validate_line(line: &str, tiers: &Tiers) -> std::result::Result<Example, Stri
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s),
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         Some(other) => {
-            problems.push(format!("`id` must be a non-empty string or a number, got {other}"));
+            problems.push(format!(
+                "`id` must be a non-empty string or a number, got {other}"
+            ));
             None
         }
     };
@@ -238,7 +240,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let context = |what: &str| format!("{what} {}", path.display());
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context("writing"), e))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context("writing"), e))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| Error::io(context("writing"), e))?;
@@ -308,8 +311,8 @@ mod tests {
     #[test]
     fn known_ids_count_as_duplicates() {
         let known: HashSet<String> = ["a".to_string()].into();
-        let errors =
-            parse_examples(r#"{"id":"a","text":"t","tier":"small"}"#, &tiers(), &known).unwrap_err();
+        let errors = parse_examples(r#"{"id":"a","text":"t","tier":"small"}"#, &tiers(), &known)
+            .unwrap_err();
         assert_eq!(errors[0].line, 1);
     }
 
@@ -330,6 +333,9 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[1], new[0]);
         // Only the target file is left behind: no temporary files.
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 }

@@ -154,9 +154,16 @@ impl Router {
         self.add_with_progress(examples, &|_, _| {})
     }
 
-    fn add_with_progress(&self, examples: Vec<Example>, progress: &dyn Fn(usize, usize)) -> Result<()> {
+    fn add_with_progress(
+        &self,
+        examples: Vec<Example>,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<()> {
         let vectors = self.embed_examples(&examples, progress)?;
-        let quality: Vec<_> = examples.iter().map(|e| e.label.quality(&self.tiers)).collect();
+        let quality: Vec<_> = examples
+            .iter()
+            .map(|e| e.label.quality(&self.tiers))
+            .collect();
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.index.add(&vectors)?;
         state.examples.extend(examples);
@@ -165,7 +172,11 @@ impl Router {
     }
 
     /// Embeddings for examples, from the cache where possible; new ones are cached.
-    fn embed_examples(&self, examples: &[Example], progress: &dyn Fn(usize, usize)) -> Result<Vec<Vec<f32>>> {
+    fn embed_examples(
+        &self,
+        examples: &[Example],
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Vec<f32>>> {
         let total = examples.len();
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; total];
         if let Some(cache) = &self.cache {
@@ -181,9 +192,15 @@ impl Router {
             let texts: Vec<&str> = chunk.iter().map(|&i| examples[i].text.as_str()).collect();
             let embedded = self.embedder.embed(&texts)?;
             if let Some(cache) = &self.cache {
-                let items: Vec<(&str, &[f32])> =
-                    texts.iter().copied().zip(embedded.iter().map(Vec::as_slice)).collect();
-                cache.lock().unwrap_or_else(|e| e.into_inner()).insert(&items)?;
+                let items: Vec<(&str, &[f32])> = texts
+                    .iter()
+                    .copied()
+                    .zip(embedded.iter().map(Vec::as_slice))
+                    .collect();
+                cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(&items)?;
             }
             for (&i, v) in chunk.iter().zip(embedded) {
                 vectors[i] = Some(v);
@@ -191,7 +208,10 @@ impl Router {
             done += chunk.len();
             progress(done, total);
         }
-        Ok(vectors.into_iter().map(|v| v.expect("every example embedded")).collect())
+        Ok(vectors
+            .into_iter()
+            .map(|v| v.expect("every example embedded"))
+            .collect())
     }
 
     /// Routes one query with the configured policy.
@@ -202,13 +222,20 @@ impl Router {
     /// Routes one query with another policy (e.g. a per-request quality target).
     pub fn route_with(&self, query: &str, policy: &Policy) -> Result<Decision> {
         let query = check_query(query)?;
-        let vector = self.embedder.embed(&[query])?.pop().ok_or_else(|| Error::Embed("no vector".into()))?;
+        let vector = self
+            .embedder
+            .embed(&[query])?
+            .pop()
+            .ok_or_else(|| Error::Embed("no vector".into()))?;
         self.decide(&vector, policy)
     }
 
     /// Routes many queries, embedding them in batches; fails without routing any if one is empty.
     pub fn route_batch(&self, queries: &[&str], policy: &Policy) -> Result<Vec<Decision>> {
-        let queries: Vec<&str> = queries.iter().map(|q| check_query(q)).collect::<Result<_>>()?;
+        let queries: Vec<&str> = queries
+            .iter()
+            .map(|q| check_query(q))
+            .collect::<Result<_>>()?;
         let vectors = self.embedder.embed(&queries)?;
         vectors.iter().map(|v| self.decide(v, policy)).collect()
     }
@@ -294,7 +321,9 @@ mod tests {
                 .map(|t| {
                     let mut v = vec![0.0f32; 64];
                     for w in t.split_whitespace() {
-                        let h = w.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+                        let h = w
+                            .bytes()
+                            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
                         v[(h % 64) as usize] += 1.0;
                     }
                     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
@@ -326,25 +355,37 @@ mod tests {
             index: IndexKind::Flat,
             hnsw: HnswParams::default(),
         };
-        Router::new(Arc::new(Words::new()), test_tiers(&["small", "medium", "large"]), options)
+        Router::new(
+            Arc::new(Words::new()),
+            test_tiers(&["small", "medium", "large"]),
+            options,
+        )
     }
 
     #[test]
     fn routes_to_the_label_of_the_matching_example() {
         let r = router();
-        assert_eq!(r.route("hello there").unwrap().basis, Basis::OutOfDistribution);
+        assert_eq!(
+            r.route("hello there").unwrap().basis,
+            Basis::OutOfDistribution
+        );
         r.add(vec![
             example("g", "hello there friend", "small"),
             example("p", "prove the riemann hypothesis rigorously", "large"),
         ])
         .unwrap();
         let d = r.route("prove the riemann hypothesis").unwrap();
-        assert_eq!((d.tier.as_str(), d.model.as_str()), ("large", "model-large"));
+        assert_eq!(
+            (d.tier.as_str(), d.model.as_str()),
+            ("large", "model-large")
+        );
         assert_eq!(d.neighbors[0].id.as_deref(), Some("p"));
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["neighbors"][0]["tier"], "large");
         assert!(json["quality"]["small"].is_number());
-        let batch = r.route_batch(&["hello there friend", "prove it rigorously"], r.policy()).unwrap();
+        let batch = r
+            .route_batch(&["hello there friend", "prove it rigorously"], r.policy())
+            .unwrap();
         assert_eq!(batch[0].tier, "small");
     }
 
@@ -352,6 +393,9 @@ mod tests {
     fn empty_queries_are_refused() {
         let r = router();
         assert!(matches!(r.route("  \n\t"), Err(Error::EmptyQuery)));
-        assert!(matches!(r.route_batch(&["ok", ""], r.policy()), Err(Error::EmptyQuery)));
+        assert!(matches!(
+            r.route_batch(&["ok", ""], r.policy()),
+            Err(Error::EmptyQuery)
+        ));
     }
 }

@@ -29,14 +29,19 @@ impl Tiers {
     /// The order given is the cost order the vote relies on (cheapest first).
     pub fn new(tiers: Vec<Tier>) -> Result<Self> {
         if tiers.is_empty() {
-            return Err(Error::Config("at least one [[tiers]] entry is required".into()));
+            return Err(Error::Config(
+                "at least one [[tiers]] entry is required".into(),
+            ));
         }
         for (i, t) in tiers.iter().enumerate() {
             if t.name.trim().is_empty() {
                 return Err(Error::Config(format!("tier #{} has an empty name", i + 1)));
             }
             if t.model.trim().is_empty() {
-                return Err(Error::Config(format!("tier `{}` has an empty model", t.name)));
+                return Err(Error::Config(format!(
+                    "tier `{}` has an empty model",
+                    t.name
+                )));
             }
             if tiers[..i].iter().any(|u| u.name == t.name) {
                 return Err(Error::Config(format!("tier `{}` is defined twice", t.name)));

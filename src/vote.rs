@@ -124,7 +124,9 @@ pub fn vote(neighbors: &[Evidence], tiers: &Tiers, policy: &Policy) -> Vote {
         Some(top) => top,
     };
     let Some(tier) = cheapest_sufficient(&quality, policy.quality_target) else {
-        return fallback("the neighbours give no quality for any tier: using the fallback tier".into());
+        return fallback(
+            "the neighbours give no quality for any tier: using the fallback tier".into(),
+        );
     };
 
     // Agreement: how much of the neighbour weight would, on its own, have chosen this tier.
@@ -207,7 +209,9 @@ mod tests {
     fn labeled(similarity: f32, tier: usize) -> Evidence {
         Evidence {
             similarity,
-            quality: (0..3).map(|t| Some(if t >= tier { 1.0 } else { 0.0 })).collect(),
+            quality: (0..3)
+                .map(|t| Some(if t >= tier { 1.0 } else { 0.0 }))
+                .collect(),
         }
     }
 
@@ -252,7 +256,14 @@ mod tests {
         assert!((at(0.5).confidence - 0.5).abs() < 1e-6);
         // Tied quality between tiers: the cheaper one wins even at target 1.0.
         let same = [labeled(0.8, 1), labeled(0.8, 1)];
-        let v = vote(&same, &tiers(), &Policy { quality_target: 1.0, ..policy() });
+        let v = vote(
+            &same,
+            &tiers(),
+            &Policy {
+                quality_target: 1.0,
+                ..policy()
+            },
+        );
         assert_eq!(v.tier, 1);
     }
 
@@ -289,12 +300,30 @@ mod tests {
             f(&mut p);
             vote(&n, &tiers(), &p)
         };
-        assert_eq!(with(|p| p.quality_target = 0.0).tier, 0, "target 0 = always cheapest");
-        assert_eq!(with(|p| p.quality_target = 1.0).tier, 2, "target 1 = best quality");
-        assert_eq!(with(|p| p.min_similarity = 1.0).basis, Basis::OutOfDistribution);
+        assert_eq!(
+            with(|p| p.quality_target = 0.0).tier,
+            0,
+            "target 0 = always cheapest"
+        );
+        assert_eq!(
+            with(|p| p.quality_target = 1.0).tier,
+            2,
+            "target 1 = best quality"
+        );
+        assert_eq!(
+            with(|p| p.min_similarity = 1.0).basis,
+            Basis::OutOfDistribution
+        );
         assert_eq!(with(|p| p.min_similarity = -1.0).basis, Basis::Neighbors);
         // k = 1: only the closest neighbour counts.
-        assert_eq!(with(|p| { p.k = 1; p.quality_target = 0.5 }).tier, 2);
+        assert_eq!(
+            with(|p| {
+                p.k = 1;
+                p.quality_target = 0.5
+            })
+            .tier,
+            2
+        );
         // k larger than the neighbour list is fine.
         assert_eq!(with(|p| p.k = 1000).basis, Basis::Neighbors);
     }
@@ -308,7 +337,10 @@ mod tests {
         let v = vote(&n, &tiers(), &policy());
         assert_eq!(v.tier, 0);
         assert_eq!(v.quality.get("medium"), None);
-        assert_eq!(serde_json::to_string(&v.quality).unwrap(), r#"{"small":0.9,"large":1.0}"#);
+        assert_eq!(
+            serde_json::to_string(&v.quality).unwrap(),
+            r#"{"small":0.9,"large":1.0}"#
+        );
     }
 
     #[test]

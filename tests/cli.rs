@@ -15,7 +15,6 @@ fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, config, examples)
 }
 
-
 #[test]
 fn route_prints_a_full_decision() {
     let out = run(&["route", "hello! how is your day going so far?"]);
@@ -41,12 +40,20 @@ fn route_prints_a_full_decision() {
 
 #[test]
 fn hard_queries_go_to_the_large_tier() {
-    let out = run(&["route", "Prove that every group of prime order p is cyclic."]);
+    let out = run(&[
+        "route",
+        "Prove that every group of prime order p is cyclic.",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let d: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(d["tier"], "large", "{d:#}");
     // quality_target 0 always picks the cheapest tier.
-    let out = run(&["route", "--quality-target", "0", "Prove that every group of prime order p is cyclic."]);
+    let out = run(&[
+        "route",
+        "--quality-target",
+        "0",
+        "Prove that every group of prime order p is cyclic.",
+    ]);
     let d: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(d["tier"], "small", "{d:#}");
 }
@@ -86,7 +93,11 @@ fn ingest_names_every_bad_line_and_writes_nothing() {
     }
     assert!(!err.contains("line 1:"), "{err}");
     assert!(err.contains("duplicate id `f-small-1`") && err.contains("unknown tier `gigantic`"));
-    assert_eq!(std::fs::read(&examples).unwrap(), before, "nothing may be written");
+    assert_eq!(
+        std::fs::read(&examples).unwrap(),
+        before,
+        "nothing may be written"
+    );
 }
 
 #[test]
@@ -105,10 +116,17 @@ fn ingest_appends_valid_examples_which_then_route() {
     .unwrap();
     let out = run_with(&config, &["ingest", input.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("added 2 examples"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("added 2 examples"),
+        "{}",
+        stderr(&out)
+    );
     let text = std::fs::read_to_string(&examples).unwrap();
     assert_eq!(text.lines().count(), 13);
-    let out = run_with(&config, &["route", "write a sonnet about a lighthouse keeper"]);
+    let out = run_with(
+        &config,
+        &["route", "write a sonnet about a lighthouse keeper"],
+    );
     let d: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(d["neighbors"][0]["id"], "n1", "{d:#}");
     assert_eq!(d["tier"], "medium");
@@ -135,7 +153,13 @@ fn batch_route_writes_one_line_per_query() {
         ),
     )
     .unwrap();
-    let out = run(&["route", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    let out = run(&[
+        "route",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
         .unwrap()
@@ -147,7 +171,10 @@ fn batch_route_writes_one_line_per_query() {
     assert!(lines[1]["id"].is_null());
     assert_eq!(lines[2]["id"], "q3");
     assert_eq!(
-        lines.iter().map(|l| l["tier"].as_str().unwrap()).collect::<Vec<_>>(),
+        lines
+            .iter()
+            .map(|l| l["tier"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         ["small", "large", "small"]
     );
     for l in &lines {
@@ -158,7 +185,13 @@ fn batch_route_writes_one_line_per_query() {
     // A bad line is named and no output is written.
     std::fs::write(&input, "{\"prompt\": \"fine\"}\n{\"prompt\": \"  \"}\n").unwrap();
     let output2 = dir.path().join("out2.jsonl");
-    let out = run(&["route", "--input", input.to_str().unwrap(), "--output", output2.to_str().unwrap()]);
+    let out = run(&[
+        "route",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output2.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("line 2:"), "{}", stderr(&out));
     assert!(!output2.exists());
@@ -168,7 +201,10 @@ fn batch_route_writes_one_line_per_query() {
 fn embed_prints_one_vector_per_line() {
     let out = run(&["embed", "first text", "zweiter Text"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let vectors: Vec<Vec<f64>> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let vectors: Vec<Vec<f64>> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(vectors.len(), 2);
     assert!(vectors.iter().all(|v| v.len() == 384));
 }

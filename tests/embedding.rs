@@ -36,15 +36,27 @@ fn references() -> Vec<Reference> {
 fn matches_the_independent_reference_one_by_one() {
     let e = embedder();
     let refs = references();
-    assert!(refs.iter().any(|r| r.n_tokens == 256), "the fixture must exercise truncation");
+    assert!(
+        refs.iter().any(|r| r.n_tokens == 256),
+        "the fixture must exercise truncation"
+    );
     for r in &refs {
         let v = &e.embed(&[&r.text]).unwrap()[0];
         assert_eq!(v.len(), 384);
         let cos = cosine(v, &r.vector);
         assert!(cos >= 0.999, "{}: cos {cos}", r.name);
         // In practice it is far closer than the bar: a regression shows here first.
-        assert!(cos >= 0.99999, "{}: cos {cos} (passes 0.999, but drifted)", r.name);
-        assert_eq!(e.count_tokens(&r.text).unwrap(), r.n_tokens, "{}: token count", r.name);
+        assert!(
+            cos >= 0.99999,
+            "{}: cos {cos} (passes 0.999, but drifted)",
+            r.name
+        );
+        assert_eq!(
+            e.count_tokens(&r.text).unwrap(),
+            r.n_tokens,
+            "{}: token count",
+            r.name
+        );
     }
 }
 
@@ -54,7 +66,12 @@ fn padded_batches_match_single_texts() {
     let refs = references();
     let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
     // Mixed lengths force padding and the attention mask; repeat to exceed one sub-batch.
-    let many: Vec<&str> = texts.iter().cycle().take(texts.len() * 4).copied().collect();
+    let many: Vec<&str> = texts
+        .iter()
+        .cycle()
+        .take(texts.len() * 4)
+        .copied()
+        .collect();
     let batch = e.embed(&many).unwrap();
     assert_eq!(batch.len(), many.len());
     for (v, text) in batch.iter().zip(&many) {

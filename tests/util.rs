@@ -8,7 +8,9 @@ use model_router::config::{Config, Overrides};
 use model_router::embed::{load_embedder, Embedder};
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn config() -> Config {

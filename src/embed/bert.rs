@@ -81,7 +81,9 @@ impl BertEmbedder {
         let config: Config = serde_json::from_value(read_json(&dir.join("config.json"))?)
             .map_err(|e| Error::Model(format!("config.json is not a BERT config: {e}")))?;
         if config.hidden_size % config.num_attention_heads != 0 {
-            return Err(Error::Model("hidden_size is not a multiple of the head count".into()));
+            return Err(Error::Model(
+                "hidden_size is not a multiple of the head count".into(),
+            ));
         }
         let pooling = read_pooling(dir)?;
         let max_length = read_max_length(dir, &config)?;
@@ -96,12 +98,16 @@ impl BertEmbedder {
                 ..Default::default()
             }))
             .map_err(|e| Error::Model(format!("tokenizer truncation: {e}")))?;
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(config.pad_token_id as u32);
+        let pad_id = tokenizer
+            .token_to_id("[PAD]")
+            .unwrap_or(config.pad_token_id as u32);
 
         // SAFETY: the file is memory-mapped read-only; we do not modify it while mapped, and
         // every tensor is copied out of the map (to_dtype/contiguous) before it is dropped.
-        let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(dir.join("model.safetensors")) }
-            .map_err(|e| Error::Model(format!("model.safetensors: {e}")))?;
+        let st = unsafe {
+            candle_core::safetensors::MmapedSafetensors::new(dir.join("model.safetensors"))
+        }
+        .map_err(|e| Error::Model(format!("model.safetensors: {e}")))?;
         let prefix = if st.get("bert.embeddings.word_embeddings.weight").is_ok() {
             "bert."
         } else {
@@ -120,7 +126,8 @@ impl BertEmbedder {
             Ok((w, b))
         };
         // [out, in] -> [in, out], contiguous, once.
-        let t = |w: Tensor| -> Result<Tensor> { w.t().and_then(|w| w.contiguous()).map_err(model_err) };
+        let t =
+            |w: Tensor| -> Result<Tensor> { w.t().and_then(|w| w.contiguous()).map_err(model_err) };
 
         let hidden = config.hidden_size;
         let heads = config.num_attention_heads;
@@ -132,7 +139,10 @@ impl BertEmbedder {
                 get(&format!("{p}.attention.self.query.weight"))?,
                 get(&format!("{p}.attention.self.query.bias"))?,
             );
-            let (wq, bq) = ((wq * scale).map_err(model_err)?, (bq * scale).map_err(model_err)?);
+            let (wq, bq) = (
+                (wq * scale).map_err(model_err)?,
+                (bq * scale).map_err(model_err)?,
+            );
             let wk = get(&format!("{p}.attention.self.key.weight"))?;
             let bk = get(&format!("{p}.attention.self.key.bias"))?;
             let wv = get(&format!("{p}.attention.self.value.weight"))?;
@@ -194,7 +204,10 @@ impl BertEmbedder {
                 .encode_batch(texts.to_vec(), true)
                 .map_err(model_err)?
         };
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// One forward pass over token ids (any lengths; padded here), returning unit vectors.
@@ -261,13 +274,18 @@ impl BertEmbedder {
             Pooling::Mean if !padded => x.mean(1)?,
             Pooling::Mean => {
                 let m = mask_t.unsqueeze(2)?;
-                x.broadcast_mul(&m)?
-                    .sum(1)?
-                    .broadcast_div(&m.sum(1)?)?
+                x.broadcast_mul(&m)?.sum(1)?.broadcast_div(&m.sum(1)?)?
             }
         };
-        let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        pooled.broadcast_div(&norm)?.to_device(&Device::Cpu)?.to_vec2()
+        let norm = pooled
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        pooled
+            .broadcast_div(&norm)?
+            .to_device(&Device::Cpu)?
+            .to_vec2()
     }
 }
 
@@ -335,10 +353,14 @@ fn read_pooling(dir: &Path) -> Result<Pooling> {
 fn read_max_length(dir: &Path, config: &Config) -> Result<usize> {
     let path = dir.join("sentence_bert_config.json");
     let from_st = if path.is_file() {
-        read_json(&path)?.get("max_seq_length").and_then(|v| v.as_u64())
+        read_json(&path)?
+            .get("max_seq_length")
+            .and_then(|v| v.as_u64())
     } else {
         None
     };
-    let max = from_st.map(|v| v as usize).unwrap_or(config.max_position_embeddings);
+    let max = from_st
+        .map(|v| v as usize)
+        .unwrap_or(config.max_position_embeddings);
     Ok(max.min(config.max_position_embeddings))
 }

@@ -70,7 +70,9 @@ impl EmbeddingCache {
         let ctx = |what: &str| format!("{what} embedding cache {}", self.path.display());
         let mut bytes = Vec::new();
         match File::open(&self.path) {
-            Ok(mut f) => f.read_to_end(&mut bytes).map_err(|e| Error::io(ctx("reading"), e))?,
+            Ok(mut f) => f
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io(ctx("reading"), e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(ctx("opening"), e)),
         };
@@ -78,7 +80,10 @@ impl EmbeddingCache {
             || &bytes[..8] != MAGIC
             || u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize != self.dim
         {
-            tracing::warn!("{} is not a cache for this model; starting afresh", self.path.display());
+            tracing::warn!(
+                "{} is not a cache for this model; starting afresh",
+                self.path.display()
+            );
             return self.rewrite_header();
         }
         let rec = self.record_len();
@@ -133,11 +138,14 @@ impl EmbeddingCache {
             }
             out.write_all(&k).map_err(|e| Error::io(ctx(), e))?;
             for x in v.iter() {
-                out.write_all(&x.to_le_bytes()).map_err(|e| Error::io(ctx(), e))?;
+                out.write_all(&x.to_le_bytes())
+                    .map_err(|e| Error::io(ctx(), e))?;
             }
             self.vectors.insert(k, v.to_vec());
         }
-        let file = out.into_inner().map_err(|e| Error::io(ctx(), e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(ctx(), e.into_error()))?;
         file.sync_data().map_err(|e| Error::io(ctx(), e))
     }
 }
@@ -150,12 +158,18 @@ mod tests {
     fn survives_reopen_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = EmbeddingCache::open(dir.path(), "abcdef0123456789ff", 3).unwrap();
-        c.insert(&[("a", &[1.0, 2.0, 3.0]), ("b", &[4.0, 5.0, 6.0])]).unwrap();
+        c.insert(&[("a", &[1.0, 2.0, 3.0]), ("b", &[4.0, 5.0, 6.0])])
+            .unwrap();
         c.insert(&[("a", &[9.0, 9.0, 9.0])]).unwrap(); // already cached: kept as is
         let path = c.path().to_path_buf();
         // Tear the last record.
         let len = std::fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
         let mut c = EmbeddingCache::open(dir.path(), "abcdef0123456789ff", 3).unwrap();
         assert_eq!(c.get("a"), Some(&[1.0, 2.0, 3.0][..]));
         assert_eq!(c.get("b"), None);
@@ -163,6 +177,8 @@ mod tests {
         let c = EmbeddingCache::open(dir.path(), "abcdef0123456789ff", 3).unwrap();
         assert_eq!((c.len(), c.get("b")), (2, Some(&[4.0, 5.0, 6.0][..])));
         // Another model (or dimension) does not see these vectors.
-        assert!(EmbeddingCache::open(dir.path(), "0000000000000000", 3).unwrap().is_empty());
+        assert!(EmbeddingCache::open(dir.path(), "0000000000000000", 3)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -89,14 +89,20 @@ mod tests {
     fn parses_specs() {
         assert!(matches!(select_device("cpu").unwrap(), Device::Cpu));
         assert!(select_device("auto").is_ok());
-        assert!(select_device("tpu").unwrap_err().to_string().contains("unknown device"));
+        assert!(select_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown device"));
         assert!(select_device("cuda:x").is_err());
         if !cfg!(feature = "cuda") {
             let e = select_device("cuda:1").unwrap_err().to_string();
             assert!(e.contains("--features cuda"), "{e}");
         }
         if !cfg!(feature = "metal") {
-            assert!(select_device("metal").unwrap_err().to_string().contains("--features metal"));
+            assert!(select_device("metal")
+                .unwrap_err()
+                .to_string()
+                .contains("--features metal"));
         }
     }
 }

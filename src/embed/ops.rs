@@ -99,7 +99,8 @@ fn exp_neg(z: f32) -> f32 {
         + y * (1.0
             + y * (0.5
                 + y * (1.0 / 6.0
-                    + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0)))))));
+                    + y * (1.0 / 24.0
+                        + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0)))))));
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     p * scale
 }
@@ -130,13 +131,19 @@ mod tests {
 
     #[test]
     fn matches_exact_gelu() {
-        let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.002).chain([-30.0, 30.0, 0.0]).collect();
+        let xs: Vec<f32> = (-4000..=4000)
+            .map(|i| i as f32 * 0.002)
+            .chain([-30.0, 30.0, 0.0])
+            .collect();
         let mut out = vec![0.0; xs.len()];
         gelu_slice(&xs, &mut out);
         for (&x, &g) in xs.iter().zip(&out) {
             let xd = x as f64;
             let exact = 0.5 * xd * (1.0 + erf_f64(xd / std::f64::consts::SQRT_2));
-            assert!((g as f64 - exact).abs() < 2e-6 * xd.abs().max(1.0), "x={x}: {g} vs {exact}");
+            assert!(
+                (g as f64 - exact).abs() < 2e-6 * xd.abs().max(1.0),
+                "x={x}: {g} vs {exact}"
+            );
         }
     }
 

