@@ -64,11 +64,17 @@ fn bench_embed(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("embed");
     g.measurement_time(Duration::from_secs(8));
-    g.bench_function("batch1_short", |b| b.iter(|| embedder.embed(&[black_box(&t.short)]).unwrap()));
-    g.bench_function("batch1_medium", |b| b.iter(|| embedder.embed(&[black_box(&t.medium)]).unwrap()));
+    g.bench_function("batch1_short", |b| {
+        b.iter(|| embedder.embed(&[black_box(&t.short)]).unwrap())
+    });
+    g.bench_function("batch1_medium", |b| {
+        b.iter(|| embedder.embed(&[black_box(&t.medium)]).unwrap())
+    });
     let batch: Vec<&str> = t.batch.iter().map(String::as_str).collect();
     g.sample_size(20);
-    g.bench_function("batch32", |b| b.iter(|| embedder.embed(black_box(&batch)).unwrap()));
+    g.bench_function("batch32", |b| {
+        b.iter(|| embedder.embed(black_box(&batch)).unwrap())
+    });
     g.finish();
 }
 
@@ -92,7 +98,11 @@ fn bench_index(c: &mut Criterion) {
         .collect();
     let queries = unit_vectors(&mut rng, &centres, 100);
     let mut g = c.benchmark_group("search");
-    let sizes: &[usize] = if std::env::var("BENCH_SKIP_100K").is_ok() { &[10_000] } else { &[10_000, 100_000] };
+    let sizes: &[usize] = if std::env::var("BENCH_SKIP_100K").is_ok() {
+        &[10_000]
+    } else {
+        &[10_000, 100_000]
+    };
     for &n in sizes {
         let data = unit_vectors(&mut rng, &centres, n);
         let mut flat = FlatIndex::new(dim);
@@ -104,7 +114,12 @@ fn bench_index(c: &mut Criterion) {
         let mut found = 0;
         for q in &queries {
             let truth: Vec<usize> = flat.search(q, 10).unwrap().iter().map(|h| h.id).collect();
-            found += hnsw.search(q, 10).unwrap().iter().filter(|h| truth.contains(&h.id)).count();
+            found += hnsw
+                .search(q, 10)
+                .unwrap()
+                .iter()
+                .filter(|h| truth.contains(&h.id))
+                .count();
         }
         eprintln!(
             "search: {n} vectors, HNSW build {:.1} s, recall@10 {:.4}",
@@ -145,11 +160,15 @@ fn bench_vote(c: &mut Criterion) {
     let evidence: Vec<Evidence> = (0..10)
         .map(|i| Evidence {
             similarity: 0.9 - i as f32 * 0.02,
-            quality: (0..3).map(|t| Some(if t >= i % 3 { 1.0 } else { 0.0 })).collect(),
+            quality: (0..3)
+                .map(|t| Some(if t >= i % 3 { 1.0 } else { 0.0 }))
+                .collect(),
         })
         .collect();
     let policy = Policy::default();
-    c.bench_function("vote/k10", |b| b.iter(|| vote(black_box(&evidence), &tiers, &policy)));
+    c.bench_function("vote/k10", |b| {
+        b.iter(|| vote(black_box(&evidence), &tiers, &policy))
+    });
 }
 
 fn bench_route(c: &mut Criterion) {
@@ -157,8 +176,14 @@ fn bench_route(c: &mut Criterion) {
     let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(&config).expect("embedding model"));
     let router = Router::from_config(&config, embedder, &|_, _| {}).expect("router");
     let t = texts();
-    eprintln!("route: {} examples, {} index", router.len(), router.index_kind());
-    c.bench_function("route/short", |b| b.iter(|| router.route(black_box(&t.short)).unwrap()));
+    eprintln!(
+        "route: {} examples, {} index",
+        router.len(),
+        router.index_kind()
+    );
+    c.bench_function("route/short", |b| {
+        b.iter(|| router.route(black_box(&t.short)).unwrap())
+    });
 }
 
 criterion_group!(benches, bench_embed, bench_index, bench_vote, bench_route);

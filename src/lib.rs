@@ -1,4 +1,34 @@
-//! model-router: send each LLM request to the cheapest model tier that answers it well.
+//! model-router sends each LLM request to the cheapest model tier that answers it well.
+//!
+//! A sentence-embedding model (candle: CPU, CUDA or Metal) embeds the query; an index over
+//! labeled example queries finds its nearest neighbours; their labels vote on the tier the
+//! query needs. The [`router::Decision`] carries the tier, the per-tier expected quality, the
+//! neighbours and a reason, so every decision can be inspected.
+//!
+//! ```no_run
+//! use std::{path::Path, sync::Arc};
+//! use model_router::{config::{Config, Overrides}, embed::load_embedder, router::Router};
+//!
+//! let config = Config::load(Path::new("data/router.toml"), &Overrides::default())?;
+//! let router = Router::from_config(&config, Arc::new(load_embedder(&config)?), &|_, _| {})?;
+//! println!("{}", router.route("Prove that there are infinitely many primes")?.tier);
+//! # Ok::<(), model_router::error::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! Modules only import from modules above them in this list:
+//!
+//! 1. [`error`], [`tier`], [`corpus`], [`vote`], [`index`], [`config`]: pure, synchronous
+//!    building blocks: the error type, the tier ladder, the labeled-example format, the vote,
+//!    exact and HNSW nearest-neighbour search (the only place hnsw_rs appears), the config.
+//! 2. [`embed`]: the `Embedder` trait, the candle BERT model, model resolution and
+//!    verification, device choice, the embedding cache. The only place candle, tokenizers and
+//!    hf-hub appear.
+//! 3. [`router`]: embedder + index + examples + policy.
+//!
+//! The binary (`src/main.rs`, `src/cli.rs`) is the only user of clap and anyhow.
+
 pub mod config;
 pub mod corpus;
 pub mod embed;
