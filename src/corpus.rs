@@ -250,6 +250,217 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A per-model outcome record, the format of `shared/eval-data/*/*.jsonl`:
+/// `{"id", "prompt", "outcomes": {model: bool|number}, "source_benchmark"?, "label_type"?, ...}`.
+/// Other fields are ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OutcomeRecord {
+    pub id: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub source_benchmark: Option<String>,
+    #[serde(default)]
+    pub label_type: Option<String>,
+    pub outcomes: BTreeMap<String, serde_json::Value>,
+}
+
+/// How raw outcome values become scores in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// From each record's `label_type`: `judge_score_1_10` as a judge score, else as `Unit`.
+    Auto,
+    /// Booleans or numbers already in [0, 1].
+    Unit,
+    /// Judge scores 1–10, mapped linearly: 1 → 0, 10 → 1.
+    Judge10,
+}
+
+impl std::str::FromStr for Scale {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Scale::Auto),
+            "unit" => Ok(Scale::Unit),
+            "judge10" => Ok(Scale::Judge10),
+            _ => Err(Error::Config(format!(
+                "unknown scale `{s}`: use auto, unit or judge10"
+            ))),
+        }
+    }
+}
+
+impl Scale {
+    /// The score of one raw value, `None` if it is not a valid value on this scale.
+    pub fn score(self, value: &serde_json::Value, label_type: Option<&str>) -> Option<f32> {
+        let scale = match self {
+            Scale::Auto if label_type == Some("judge_score_1_10") => Scale::Judge10,
+            Scale::Auto => Scale::Unit,
+            s => s,
+        };
+        match scale {
+            Scale::Judge10 => value
+                .as_f64()
+                .filter(|x| (1.0..=10.0).contains(x))
+                .map(|x| ((x - 1.0) / 9.0) as f32),
+            _ => score(value),
+        }
+    }
+}
+
+/// Which outcome keys stand for each tier: `small=modelA,modelB` means the first of those keys
+/// present in a record is the small tier's outcome (sources spell one model differently).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OutcomeMap(Vec<(String, Vec<String>)>);
+
+impl OutcomeMap {
+    /// Parses `tier=key[,key...]` specs, checking the tiers exist.
+    pub fn parse(specs: &[String], tiers: &Tiers) -> Result<Self> {
+        let mut map: Vec<(String, Vec<String>)> = Vec::new();
+        for spec in specs {
+            let (tier, keys) = spec.split_once('=').ok_or_else(|| {
+                Error::Config(format!("--map `{spec}`: expected tier=model[,model...]"))
+            })?;
+            tiers.require(tier.trim())?;
+            let keys: Vec<String> = keys
+                .split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect();
+            if keys.is_empty() {
+                return Err(Error::Config(format!("--map `{spec}` names no model")));
+            }
+            match map.iter_mut().find(|(t, _)| t == tier.trim()) {
+                Some((_, existing)) => existing.extend(keys),
+                None => map.push((tier.trim().to_string(), keys)),
+            }
+        }
+        if map.is_empty() {
+            return Err(Error::Config(
+                "no tier mapping: give --map tier=model (e.g. --map small=gpt-4o-mini)".into(),
+            ));
+        }
+        // Keep tier order (cheapest first), whatever order the flags came in.
+        map.sort_by_key(|(t, _)| tiers.position(t));
+        Ok(OutcomeMap(map))
+    }
+
+    /// Mapped tiers, cheapest first.
+    pub fn tiers(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(t, _)| t.as_str())
+    }
+
+    /// Scores per mapped tier for a record; `Ok(None)` if a mapped tier has no outcome in it,
+    /// `Err` if an outcome is present but invalid.
+    pub fn scores(
+        &self,
+        record: &OutcomeRecord,
+        scale: Scale,
+    ) -> std::result::Result<Option<BTreeMap<String, f32>>, String> {
+        let mut out = BTreeMap::new();
+        for (tier, keys) in &self.0 {
+            let Some((key, value)) = keys
+                .iter()
+                .find_map(|k| record.outcomes.get(k).map(|v| (k, v)))
+            else {
+                return Ok(None);
+            };
+            let s = scale
+                .score(value, record.label_type.as_deref())
+                .ok_or_else(|| format!("outcome `{key}` = {value} is not a valid score"))?;
+            out.insert(tier.clone(), s);
+        }
+        Ok(Some(out))
+    }
+}
+
+/// Reads outcome records, keeping those whose id is in `only` (when given). Every bad line is
+/// reported with its number.
+pub fn read_outcome_records(
+    path: &Path,
+    only: Option<&HashSet<String>>,
+) -> Result<Vec<OutcomeRecord>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading outcome records {}", path.display()), e))?;
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<OutcomeRecord>(line) {
+            Ok(r) if r.prompt.trim().is_empty() => errors.push(LineError {
+                line: i + 1,
+                message: "`prompt` is empty".into(),
+            }),
+            Ok(r) => {
+                if only.is_none_or(|ids| ids.contains(&r.id)) {
+                    records.push(r);
+                }
+            }
+            Err(e) => errors.push(LineError {
+                line: i + 1,
+                message: format!("not an outcome record: {e}"),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(records)
+    } else {
+        Err(Error::InvalidLines {
+            source_name: path.display().to_string(),
+            errors,
+        })
+    }
+}
+
+/// Outcome examples from records: records lacking a mapped model are skipped and counted;
+/// an invalid outcome value is an error naming the record.
+pub fn outcome_examples(
+    records: &[OutcomeRecord],
+    map: &OutcomeMap,
+    scale: Scale,
+) -> Result<(Vec<Example>, usize)> {
+    let mut examples = Vec::new();
+    let mut skipped = 0;
+    let mut errors = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        match map.scores(r, scale) {
+            Ok(Some(outcomes)) => examples.push(Example {
+                id: Some(r.id.clone()),
+                text: r.prompt.clone(),
+                label: Label::Outcomes { outcomes },
+                category: r.source_benchmark.clone(),
+                meta: None,
+            }),
+            Ok(None) => skipped += 1,
+            Err(message) => errors.push(LineError {
+                line: i + 1,
+                message: format!("record `{}`: {message}", r.id),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok((examples, skipped))
+    } else {
+        Err(Error::InvalidLines {
+            source_name: "outcome records".into(),
+            errors,
+        })
+    }
+}
+
+/// Ids listed one per line (blank lines and `#` comments ignored).
+pub fn read_id_list(path: &Path) -> Result<HashSet<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading id list {}", path.display()), e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +548,72 @@ mod tests {
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    fn record(line: &str) -> OutcomeRecord {
+        serde_json::from_str(line).unwrap()
+    }
+
+    #[test]
+    fn outcome_records_map_to_tiers_with_scales() {
+        let t = tiers();
+        let map = OutcomeMap::parse(
+            &["large=gpt-4,gpt4_turbo".into(), "small=mixtral".into()],
+            &t,
+        )
+        .unwrap();
+        assert_eq!(map.tiers().collect::<Vec<_>>(), ["small", "large"]);
+        let records = [
+            record(r#"{"id":"a","prompt":"p","outcomes":{"mixtral":false,"gpt-4":true}}"#),
+            record(
+                r#"{"id":"b","prompt":"p","label_type":"judge_score_1_10","outcomes":{"mixtral":5.5,"gpt4_turbo":10}}"#,
+            ),
+            record(r#"{"id":"c","prompt":"p","outcomes":{"gpt-4":1}}"#),
+        ];
+        let (examples, skipped) = outcome_examples(&records, &map, Scale::Auto).unwrap();
+        assert_eq!(skipped, 1, "record c lacks the small model");
+        assert_eq!(examples.len(), 2);
+        let q = |i: usize| examples[i].label.quality(&t);
+        assert_eq!(q(0), vec![Some(0.0), None, Some(1.0)]);
+        assert_eq!(q(1), vec![Some(0.5), None, Some(1.0)]);
+        assert_eq!(examples[1].id.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn invalid_outcomes_and_maps_are_refused() {
+        let t = tiers();
+        assert!(OutcomeMap::parse(&["huge=x".into()], &t).is_err());
+        assert!(OutcomeMap::parse(&["small".into()], &t).is_err());
+        assert!(OutcomeMap::parse(&[], &t).is_err());
+        let map = OutcomeMap::parse(&["small=m".into()], &t).unwrap();
+        let bad = record(r#"{"id":"x","prompt":"p","outcomes":{"m":7}}"#);
+        let e = outcome_examples(&[bad.clone()], &map, Scale::Auto)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("record `x`"), "{e}");
+        // On the judge scale, 7 is valid: (7 - 1) / 9.
+        let (ex, _) = outcome_examples(&[bad], &map, Scale::Judge10).unwrap();
+        assert!((ex[0].label.quality(&t)[0].unwrap() - 6.0 / 9.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn reads_records_with_an_id_filter_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"prompt\":\"x\",\"outcomes\":{}}\n{\"id\":\"b\",\"prompt\":\"y\",\"outcomes\":{}}\n",
+        )
+        .unwrap();
+        let only: HashSet<String> = ["b".to_string()].into();
+        let r = read_outcome_records(&path, Some(&only)).unwrap();
+        assert_eq!(r.len(), 1);
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"prompt\":\"x\",\"outcomes\":{}}\n{\"id\":1}\n",
+        )
+        .unwrap();
+        let e = read_outcome_records(&path, None).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
     }
 }

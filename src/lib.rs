@@ -33,6 +33,7 @@ pub mod config;
 pub mod corpus;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod index;
 pub mod router;
 pub mod tier;

@@ -106,13 +106,37 @@ impl Router {
             index: config.routing.index,
             hnsw: config.routing.hnsw,
         };
-        let cache = EmbeddingCache::open(
-            &config.cache_dir().join("embeddings"),
-            &embedder.info().sha256,
-            embedder.dim(),
-        )?;
+        let cache_dir = config.cache_dir().join("embeddings");
+        Self::build(
+            embedder,
+            tiers,
+            options,
+            examples,
+            Some(&cache_dir),
+            progress,
+        )
+    }
+
+    /// A router over the given examples; with `cache_dir`, embeddings are read from and written
+    /// to the on-disk cache there.
+    pub fn build(
+        embedder: Arc<dyn Embedder>,
+        tiers: Tiers,
+        options: RouterOptions,
+        examples: Vec<Example>,
+        cache_dir: Option<&std::path::Path>,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Router> {
+        let cache = match cache_dir {
+            Some(dir) => Some(EmbeddingCache::open(
+                dir,
+                &embedder.info().sha256,
+                embedder.dim(),
+            )?),
+            None => None,
+        };
         let mut router = Self::with_capacity(embedder, tiers, options, examples.len());
-        router.cache = Some(Mutex::new(cache));
+        router.cache = cache.map(Mutex::new);
         router.add_with_progress(examples, progress)?;
         Ok(router)
     }
@@ -177,22 +201,34 @@ impl Router {
         examples: &[Example],
         progress: &dyn Fn(usize, usize),
     ) -> Result<Vec<Vec<f32>>> {
-        let total = examples.len();
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        self.embed_cached(&texts, progress)
+    }
+
+    /// Embeds texts through the on-disk cache (when the router has one): cached texts are not
+    /// embedded again, new ones are added. For example sets and evaluation prompts, not for
+    /// live queries (which would grow the cache without bound).
+    pub fn embed_cached(
+        &self,
+        texts: &[&str],
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let total = texts.len();
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; total];
         if let Some(cache) = &self.cache {
             let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-            for (slot, e) in vectors.iter_mut().zip(examples) {
-                *slot = cache.get(&e.text).map(<[f32]>::to_vec);
+            for (slot, t) in vectors.iter_mut().zip(texts) {
+                *slot = cache.get(t).map(<[f32]>::to_vec);
             }
         }
         let missing: Vec<usize> = (0..total).filter(|&i| vectors[i].is_none()).collect();
         let mut done = total - missing.len();
         progress(done, total);
         for chunk in missing.chunks(BUILD_CHUNK) {
-            let texts: Vec<&str> = chunk.iter().map(|&i| examples[i].text.as_str()).collect();
-            let embedded = self.embedder.embed(&texts)?;
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let embedded = self.embedder.embed(&batch)?;
             if let Some(cache) = &self.cache {
-                let items: Vec<(&str, &[f32])> = texts
+                let items: Vec<(&str, &[f32])> = batch
                     .iter()
                     .copied()
                     .zip(embedded.iter().map(Vec::as_slice))
@@ -210,7 +246,21 @@ impl Router {
         }
         Ok(vectors
             .into_iter()
-            .map(|v| v.expect("every example embedded"))
+            .map(|v| v.expect("every text embedded"))
+            .collect())
+    }
+
+    /// The `k` nearest examples of an embedded query as the vote sees them, closest first.
+    pub fn evidence(&self, vector: &[f32], k: usize) -> Result<Vec<Evidence>> {
+        let state = self.read();
+        Ok(state
+            .index
+            .search(vector, k)?
+            .iter()
+            .map(|h| Evidence {
+                similarity: h.similarity,
+                quality: state.quality[h.id].clone(),
+            })
             .collect())
     }
 

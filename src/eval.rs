@@ -1,0 +1,557 @@
+//! Measuring a router on held-out outcome data: quality and cost across the whole range of the
+//! cost–quality knob, against a random router and the oracle.
+//!
+//! Definitions follow RouteLLM (Ong et al. 2024), for two tiers, weak and strong:
+//! - a router ranks prompts by how much they need the strong tier; sending the top share `c`
+//!   to strong gives a mean quality Q(c);
+//! - PGR(c) = (Q(c) − Q_weak) / (Q_strong − Q_weak), the performance gap recovered;
+//! - APGR = the area under PGR(c) for c from 0 to 1 (random routing: exactly 0.5);
+//! - CPT(x) = the smallest share of strong calls with PGR ≥ x ("call-performance threshold");
+//! - share at 95% = the smallest share of strong calls with Q(c) ≥ 0.95 · Q_strong.
+//!
+//! Ties in a router's score are resolved in expectation (as if broken at random), so a router
+//! that cannot tell prompts apart scores like the random router instead of gaining or losing
+//! by the order of the input.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::tier::Tiers;
+use crate::vote::{vote, Basis, Evidence, Policy};
+
+/// One held-out prompt: its measured weak and strong outcomes and the router's evidence.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: String,
+    pub benchmark: String,
+    pub weak: f64,
+    pub strong: f64,
+}
+
+/// Q(i) for i = 0..=n strong calls, in the order of a ranking, with ties averaged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// Mean quality with the top `i` items sent to the strong tier.
+    pub quality: Vec<f64>,
+    pub weak: f64,
+    pub strong: f64,
+}
+
+/// The curve of a ranking by `score` (higher = send to strong first).
+pub fn curve(items: &[Item], scores: &[f64]) -> Curve {
+    assert_eq!(items.len(), scores.len());
+    let n = items.len();
+    let weak: f64 = items.iter().map(|i| i.weak).sum::<f64>() / n.max(1) as f64;
+    let strong: f64 = items.iter().map(|i| i.strong).sum::<f64>() / n.max(1) as f64;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut quality = Vec::with_capacity(n + 1);
+    let mut q = weak;
+    quality.push(q);
+    let mut start = 0;
+    while start < n {
+        // A group of equal scores contributes its mean gain per item, whatever its order.
+        let mut end = start + 1;
+        while end < n && scores[order[end]] == scores[order[start]] {
+            end += 1;
+        }
+        let gain: f64 = order[start..end]
+            .iter()
+            .map(|&i| items[i].strong - items[i].weak)
+            .sum::<f64>()
+            / (end - start) as f64;
+        for _ in start..end {
+            q += gain / n as f64;
+            quality.push(q);
+        }
+        start = end;
+    }
+    Curve {
+        quality,
+        weak,
+        strong,
+    }
+}
+
+impl Curve {
+    pub fn len(&self) -> usize {
+        self.quality.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn gap(&self) -> Option<f64> {
+        let gap = self.strong - self.weak;
+        (gap.abs() > 1e-12).then_some(gap)
+    }
+
+    /// PGR after `i` strong calls; `None` when the tiers score the same (no gap to recover).
+    pub fn pgr(&self, i: usize) -> Option<f64> {
+        self.gap().map(|g| (self.quality[i] - self.weak) / g)
+    }
+
+    /// Area under PGR over the share of strong calls (trapezoids on the 1/n grid).
+    pub fn apgr(&self) -> Option<f64> {
+        let n = self.len();
+        if n == 0 {
+            return None;
+        }
+        let g = self.gap()?;
+        let sum: f64 = (0..n)
+            .map(|i| (self.quality[i] + self.quality[i + 1]) / 2.0 - self.weak)
+            .sum();
+        Some(sum / n as f64 / g)
+    }
+
+    /// The smallest share of strong calls with PGR ≥ `target`.
+    pub fn cpt(&self, target: f64) -> Option<f64> {
+        let n = self.len();
+        (0..=n)
+            .find(|&i| self.pgr(i).is_some_and(|p| p >= target - 1e-12))
+            .map(|i| i as f64 / n as f64)
+    }
+
+    /// The smallest share of strong calls with quality ≥ `fraction` × the strong tier's.
+    pub fn share_at_quality(&self, fraction: f64) -> Option<f64> {
+        let n = self.len();
+        let bar = fraction * self.strong;
+        (0..=n)
+            .find(|&i| self.quality[i] >= bar - 1e-12)
+            .map(|i| i as f64 / n as f64)
+    }
+}
+
+/// The random router in closed form: Q(c) = Q_weak + c·(Q_strong − Q_weak).
+pub fn random_summary(weak: f64, strong: f64, relative_weak_cost: f64) -> Summary {
+    let gap = strong - weak;
+    let share_at_95 = if gap.abs() < 1e-12 {
+        (weak >= 0.95 * strong).then_some(0.0)
+    } else {
+        let c = (0.95 * strong - weak) / gap;
+        (c <= 1.0).then_some(c.max(0.0))
+    };
+    Summary {
+        apgr: (gap.abs() > 1e-12).then_some(0.5),
+        cpt50: (gap > 0.0).then_some(0.5),
+        cpt80: (gap > 0.0).then_some(0.8),
+        share_at_95,
+        cost_saved_at_95: share_at_95.map(|c| cost_saved(c, relative_weak_cost)),
+    }
+}
+
+/// Fraction of the all-strong cost saved when a share `c` of calls goes to strong.
+pub fn cost_saved(c: f64, relative_weak_cost: f64) -> f64 {
+    1.0 - (c + (1.0 - c) * relative_weak_cost)
+}
+
+/// The headline numbers of one router on one benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub apgr: Option<f64>,
+    pub cpt50: Option<f64>,
+    pub cpt80: Option<f64>,
+    pub share_at_95: Option<f64>,
+    pub cost_saved_at_95: Option<f64>,
+}
+
+impl Curve {
+    pub fn summary(&self, relative_weak_cost: f64) -> Summary {
+        let share_at_95 = self.share_at_quality(0.95);
+        Summary {
+            apgr: self.apgr(),
+            cpt50: self.cpt(0.5),
+            cpt80: self.cpt(0.8),
+            share_at_95,
+            cost_saved_at_95: share_at_95.map(|c| cost_saved(c, relative_weak_cost)),
+        }
+    }
+}
+
+/// Where one setting of the knob lands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KnobPoint {
+    pub quality_target: f32,
+    pub strong_share: f64,
+    pub quality: f64,
+    pub pgr: Option<f64>,
+    /// Cost relative to sending everything to the strong tier.
+    pub relative_cost: f64,
+}
+
+/// Everything measured on one benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchmarkReport {
+    pub benchmark: String,
+    pub n: usize,
+    pub weak_quality: f64,
+    pub strong_quality: f64,
+    pub router: Summary,
+    pub random: Summary,
+    pub oracle: Summary,
+    /// The router at quality_target = 0, 0.05, …, 1.
+    pub knob: Vec<KnobPoint>,
+    #[serde(skip)]
+    pub curve: Curve,
+    #[serde(skip)]
+    pub oracle_curve: Curve,
+}
+
+/// What the router makes of each item: its need-strong score and, per knob setting, whether it
+/// goes to strong.
+pub struct Routed {
+    /// 1 − Q(weak)/max Q (the quantity the knob thresholds); out-of-distribution prompts get
+    /// +∞ or −∞ by where the fallback tier sends them.
+    pub score: f64,
+    /// For each knob setting in [`knob_targets`]: sent to the strong tier?
+    pub strong_at: Vec<bool>,
+}
+
+/// The knob settings swept: 0, 0.05, …, 1.
+pub fn knob_targets() -> Vec<f32> {
+    (0..=20).map(|i| i as f32 / 20.0).collect()
+}
+
+/// Applies the vote to one item's neighbours: the score and the decision at every knob value.
+/// `weak` and `strong` are tier indices.
+pub fn route_item(
+    evidence: &[Evidence],
+    tiers: &Tiers,
+    policy: &Policy,
+    weak: usize,
+    strong: usize,
+) -> Routed {
+    let base = vote(evidence, tiers, policy);
+    let score = if base.basis == Basis::OutOfDistribution {
+        if policy.fallback_tier >= strong {
+            f64::INFINITY
+        } else {
+            f64::NEG_INFINITY
+        }
+    } else {
+        let qw = base.quality.get(&tiers[weak].name).unwrap_or(0.0) as f64;
+        let best = base
+            .quality
+            .0
+            .iter()
+            .map(|(_, q)| *q as f64)
+            .fold(0.0, f64::max);
+        if best > 0.0 {
+            1.0 - qw / best
+        } else {
+            0.0
+        }
+    };
+    let strong_at = knob_targets()
+        .into_iter()
+        .map(|t| {
+            let p = Policy {
+                quality_target: t,
+                ..policy.clone()
+            };
+            vote(evidence, tiers, &p).tier >= strong
+        })
+        .collect();
+    Routed { score, strong_at }
+}
+
+/// Reports per benchmark and overall (`"all"`), given routed items.
+pub fn report(items: &[Item], routed: &[Routed], relative_weak_cost: f64) -> Vec<BenchmarkReport> {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        groups.entry(item.benchmark.as_str()).or_default().push(i);
+    }
+    let mut all: Vec<(String, Vec<usize>)> = groups
+        .into_iter()
+        .map(|(b, ix)| (b.to_string(), ix))
+        .collect();
+    if all.len() > 1 {
+        all.push(("all".to_string(), (0..items.len()).collect()));
+    }
+    all.into_iter()
+        .map(|(benchmark, ix)| {
+            let sub: Vec<Item> = ix.iter().map(|&i| items[i].clone()).collect();
+            let scores: Vec<f64> = ix.iter().map(|&i| routed[i].score).collect();
+            let oracle_scores: Vec<f64> = sub.iter().map(|i| i.strong - i.weak).collect();
+            let c = curve(&sub, &scores);
+            let o = curve(&sub, &oracle_scores);
+            let knob = knob_targets()
+                .iter()
+                .enumerate()
+                .map(|(k, &t)| {
+                    let n = sub.len() as f64;
+                    let strong: Vec<bool> = ix.iter().map(|&i| routed[i].strong_at[k]).collect();
+                    let share = strong.iter().filter(|&&s| s).count() as f64 / n;
+                    let quality = sub
+                        .iter()
+                        .zip(&strong)
+                        .map(|(it, &s)| if s { it.strong } else { it.weak })
+                        .sum::<f64>()
+                        / n;
+                    KnobPoint {
+                        quality_target: t,
+                        strong_share: share,
+                        quality,
+                        pgr: c.gap().map(|g| (quality - c.weak) / g),
+                        relative_cost: 1.0 - cost_saved(share, relative_weak_cost),
+                    }
+                })
+                .collect();
+            BenchmarkReport {
+                n: sub.len(),
+                weak_quality: c.weak,
+                strong_quality: c.strong,
+                router: c.summary(relative_weak_cost),
+                random: random_summary(c.weak, c.strong, relative_weak_cost),
+                oracle: o.summary(relative_weak_cost),
+                knob,
+                benchmark,
+                curve: c,
+                oracle_curve: o,
+            }
+        })
+        .collect()
+}
+
+/// Draws quality vs share of strong calls per benchmark: router, random and oracle, with the
+/// knob settings marked. SVG.
+pub fn plot(reports: &[BenchmarkReport], path: &Path, title: &str) -> Result<()> {
+    use plotters::prelude::*;
+    let err = |e: String| {
+        Error::io(
+            format!("drawing {}", path.display()),
+            std::io::Error::other(e),
+        )
+    };
+    let cols = 3usize;
+    let rows = reports.len().div_ceil(cols).max(1);
+    let root =
+        SVGBackend::new(path, (420 * cols as u32, 340 * rows as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let (header, body) = root.split_vertically(40);
+    header
+        .titled(title, ("sans-serif", 20))
+        .map_err(|e| err(e.to_string()))?;
+    let panels = body.split_evenly((rows, cols));
+    for (r, area) in reports.iter().zip(panels.iter()) {
+        let n = r.curve.len().max(1);
+        let lo = r.weak_quality.min(r.strong_quality).min(
+            r.oracle_curve
+                .quality
+                .iter()
+                .cloned()
+                .fold(f64::MAX, f64::min),
+        );
+        let hi = r
+            .oracle_curve
+            .quality
+            .iter()
+            .cloned()
+            .fold(r.strong_quality.max(r.weak_quality), f64::max);
+        let pad = ((hi - lo) * 0.05).max(1e-3);
+        let apgr = r
+            .router
+            .apgr
+            .map(|a| format!("{a:.3}"))
+            .unwrap_or_else(|| "n/a".into());
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("{} (n={}, APGR {apgr})", r.benchmark, r.n),
+                ("sans-serif", 15),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.0..1.0, (lo - pad)..(hi + pad))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("share of calls to the strong tier")
+            .y_desc("mean quality")
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        let step = (n / 400).max(1);
+        let series = |c: &Curve| -> Vec<(f64, f64)> {
+            (0..=n)
+                .step_by(step)
+                .chain(std::iter::once(n))
+                .map(|i| (i as f64 / n as f64, c.quality[i]))
+                .collect()
+        };
+        chart
+            .draw_series(LineSeries::new(
+                series(&r.oracle_curve),
+                GREEN.stroke_width(2),
+            ))
+            .map_err(|e| err(e.to_string()))?
+            .label("oracle")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], GREEN));
+        chart
+            .draw_series(LineSeries::new(
+                vec![(0.0, r.weak_quality), (1.0, r.strong_quality)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| err(e.to_string()))?
+            .label("random")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
+        chart
+            .draw_series(LineSeries::new(series(&r.curve), BLUE.stroke_width(2)))
+            .map_err(|e| err(e.to_string()))?
+            .label("router")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
+        chart
+            .draw_series(
+                r.knob
+                    .iter()
+                    .map(|p| Circle::new((p.strong_share, p.quality), 3, RED.filled())),
+            )
+            .map_err(|e| err(e.to_string()))?
+            .label("knob 0, 0.05 … 1")
+            .legend(|(x, y)| Circle::new((x + 7, y), 3, RED.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 11))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(pairs: &[(f64, f64)]) -> Vec<Item> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, &(weak, strong))| Item {
+                id: i.to_string(),
+                benchmark: "b".into(),
+                weak,
+                strong,
+            })
+            .collect()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn hand_computed_curve_apgr_cpt() {
+        // Four prompts; only #1 and #3 need the strong model. Weak quality 0.5, strong 1.0.
+        let it = items(&[(1.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.0, 1.0)]);
+        // A perfect ranking puts #1 and #3 first.
+        let c = curve(&it, &[0.1, 0.9, 0.2, 0.8]);
+        assert_eq!(c.quality, vec![0.5, 0.75, 1.0, 1.0, 1.0]);
+        // PGR = 0, .5, 1, 1, 1: trapezoids (0.25 + 0.75 + 1 + 1) / 4 = 0.75.
+        assert!(close(c.apgr().unwrap(), 0.75));
+        assert!(close(c.cpt(0.5).unwrap(), 0.25));
+        assert!(close(c.cpt(0.8).unwrap(), 0.5));
+        // 95% of 1.0 needs quality >= 0.95: two strong calls.
+        assert!(close(c.share_at_quality(0.95).unwrap(), 0.5));
+        // The worst ranking: (0 + 0 + 0.25 + 0.75) / 4 = 0.25.
+        let worst = curve(&it, &[0.9, 0.1, 0.8, 0.2]);
+        assert!(close(worst.apgr().unwrap(), 0.25));
+    }
+
+    #[test]
+    fn ties_score_like_random() {
+        let it = items(&[(1.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.0, 1.0)]);
+        let c = curve(&it, &[0.0; 4]);
+        assert!(close(c.apgr().unwrap(), 0.5), "{:?}", c.quality);
+        let r = random_summary(c.weak, c.strong, 0.1);
+        assert_eq!(r.apgr, Some(0.5));
+        assert!(close(r.share_at_95.unwrap(), 0.9)); // (0.95 - 0.5) / 0.5
+        assert!(close(r.cost_saved_at_95.unwrap(), 1.0 - (0.9 + 0.1 * 0.1)));
+    }
+
+    #[test]
+    fn oracle_can_recover_more_than_the_gap() {
+        // The weak model wins on #0: the oracle keeps it weak and beats always-strong.
+        let it = items(&[(1.0, 0.0), (0.0, 1.0)]);
+        let oracle: Vec<f64> = it.iter().map(|i| i.strong - i.weak).collect();
+        let c = curve(&it, &oracle);
+        assert_eq!(c.quality, vec![0.5, 1.0, 0.5]);
+        assert!(c.gap().is_none(), "weak and strong average the same");
+        assert!(c.apgr().is_none());
+        let it = items(&[(1.0, 0.0), (0.0, 1.0), (0.0, 1.0)]);
+        let oracle: Vec<f64> = it.iter().map(|i| i.strong - i.weak).collect();
+        let c = curve(&it, &oracle);
+        // Q = 1/3, 2/3, 1, 2/3; PGR = 0, 1, 2, 1 -> APGR (0.5 + 1.5 + 1.5) / 3.
+        assert!(close(c.apgr().unwrap(), 3.5 / 3.0));
+        assert!(close(c.cpt(0.5).unwrap(), 1.0 / 3.0));
+    }
+
+    #[test]
+    fn cost_saved_is_relative_to_all_strong() {
+        assert!(close(cost_saved(1.0, 0.1), 0.0));
+        assert!(close(cost_saved(0.0, 0.1), 0.9));
+        assert!(close(cost_saved(0.5, 0.0), 0.5));
+    }
+
+    #[test]
+    fn knob_and_score_follow_the_vote() {
+        let tiers = crate::tier::test_tiers(&["small", "large"]);
+        let policy = Policy {
+            fallback_tier: 1,
+            ..Policy::default()
+        };
+        let ev = |q_small: f32| {
+            vec![Evidence {
+                similarity: 0.9,
+                quality: vec![Some(q_small), Some(1.0)],
+            }]
+        };
+        let r = route_item(&ev(0.5), &tiers, &policy, 0, 1);
+        assert!(close(r.score, 0.5));
+        // Strong once the target passes 0.5.
+        let t = knob_targets();
+        for (target, strong) in t.iter().zip(&r.strong_at) {
+            assert_eq!(*strong, *target > 0.5 + 1e-6, "target {target}");
+        }
+        let ood = vec![Evidence {
+            similarity: 0.1,
+            quality: vec![Some(1.0), Some(1.0)],
+        }];
+        assert_eq!(route_item(&ood, &tiers, &policy, 0, 1).score, f64::INFINITY);
+    }
+
+    #[test]
+    fn report_groups_by_benchmark_and_plots() {
+        let mut it = items(&[(1.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.0, 1.0)]);
+        it[2].benchmark = "c".into();
+        it[3].benchmark = "c".into();
+        let routed: Vec<Routed> = [0.1, 0.9, 0.2, 0.8]
+            .iter()
+            .map(|&score| Routed {
+                score,
+                strong_at: knob_targets()
+                    .iter()
+                    .map(|&t| score > 1.0 - t as f64)
+                    .collect(),
+            })
+            .collect();
+        let reports = report(&it, &routed, 0.1);
+        let names: Vec<&str> = reports.iter().map(|r| r.benchmark.as_str()).collect();
+        assert_eq!(names, ["b", "c", "all"]);
+        assert!(close(reports[2].router.apgr.unwrap(), 0.75));
+        assert_eq!(reports[2].knob.len(), 21);
+        assert!(close(reports[2].knob[20].strong_share, 1.0));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plot.svg");
+        plot(&reports, &path, "test").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("oracle"));
+    }
+}
