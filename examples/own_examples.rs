@@ -16,7 +16,9 @@ fn example(text: &str, tier: &str) -> Example {
     Example {
         id: None,
         text: text.to_string(),
-        label: Label::Tier { tier: tier.to_string() },
+        label: Label::Tier {
+            tier: tier.to_string(),
+        },
         category: None,
         meta: None,
     }
@@ -35,12 +37,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     router.add(vec![
         example("Summarise this support ticket in one line.", "small"),
         example("Classify this review as positive or negative.", "small"),
-        example("Refactor this 2,000-line legacy billing module into services.", "large"),
+        example(
+            "Refactor this 2,000-line legacy billing module into services.",
+            "large",
+        ),
     ])?;
 
     let query = "Split our monolithic invoicing code into separate services";
     println!("before: {}", router.route(query)?.tier);
-    router.add(vec![example("Split the invoicing monolith into services, keeping behaviour identical.", "medium")])?;
+    router.add(vec![example(
+        "Split the invoicing monolith into services, keeping behaviour identical.",
+        "medium",
+    )])?;
     let d = router.route(query)?;
     println!("after:  {} (nearest: {:?})", d.tier, d.neighbors[0].text);
     Ok(())

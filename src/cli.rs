@@ -11,7 +11,14 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use model_router::config::{Config, Overrides};
-use model_router::corpus::{self, parse_examples};
+use model_router::corpus::{
+    self, outcome_examples, parse_examples, read_id_list, read_outcome_records, OutcomeMap,
+    OutcomeRecord, Scale,
+};
+use model_router::eval::{cross_validate, evaluate, items_from_records, report};
+use model_router::index::{HnswParams, IndexKind};
+use model_router::router::RouterOptions;
+use model_router::vote::Policy;
 use model_router::embed::{self, source, Embedder, ModelSpec};
 use model_router::error::{Error, LineError};
 use model_router::router::Router;
@@ -53,6 +60,9 @@ pub enum Command {
     Route(RouteArgs),
     /// Validate labeled examples and append them to the examples file atomically.
     Ingest(IngestArgs),
+    /// Route held-out outcome records, sweep the cost-quality knob, print metrics as JSON
+    /// and write a cost-quality plot.
+    Eval(EvalArgs),
     /// Print one JSON embedding vector per text.
     Embed {
         /// Texts to embed.
@@ -87,8 +97,53 @@ pub struct RouteArgs {
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Labeled examples to add (same format as the examples file).
+    /// Labeled examples to add (same format as the examples file), or with --outcomes,
+    /// per-model outcome records.
     pub file: PathBuf,
+    /// Read FILE as per-model outcome records (`{"id", "prompt", "outcomes": {model: ...}}`)
+    /// and turn them into outcome examples through the tier map.
+    #[arg(long)]
+    pub outcomes: bool,
+    #[command(flatten)]
+    pub mapping: OutcomeArgs,
+}
+
+/// How per-model outcome records map onto tiers.
+#[derive(Debug, Args)]
+pub struct OutcomeArgs {
+    /// TIER=MODEL[,MODEL...]: the outcome key(s) holding a tier's result, first present wins
+    /// (repeatable). Default: the config's [outcome_map].
+    #[arg(long = "map", value_name = "TIER=MODEL")]
+    pub map: Vec<String>,
+    /// How outcome values become scores: auto (judge_score_1_10 records as 1-10 judge scores,
+    /// others as booleans or [0,1]), unit, judge10.
+    #[arg(long, default_value = "auto")]
+    pub scale: String,
+    /// Only records whose id is listed in this file (one per line).
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Held-out outcome records (JSONL); several files may be given.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub mapping: OutcomeArgs,
+    /// Instead of routing FILES against --examples, cross-validate on them in N folds
+    /// (folds by prompt-text hash). For tuning on a seed split.
+    #[arg(long, value_name = "N")]
+    pub cv: Option<usize>,
+    /// Neighbour counts to try, comma-separated (default: the config's k).
+    #[arg(long, value_delimiter = ',')]
+    pub k: Vec<usize>,
+    /// Softmax temperatures to try, comma-separated (default: the config's).
+    #[arg(long, value_delimiter = ',')]
+    pub temperature: Vec<f32>,
+    /// Where to write the cost-quality plot (SVG), for the first setting.
+    #[arg(long, default_value = "eval.svg")]
+    pub plot: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +175,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.global.config, &cli.overrides())?;
     match cli.command {
         Command::Route(args) => route(&config, args),
+        Command::Ingest(args) if args.outcomes => ingest_outcomes(&config, &args),
         Command::Ingest(args) => ingest(&config, &args.file),
+        Command::Eval(args) => eval(&config, &args),
         Command::Embed { texts } => embed_texts(&config, &texts),
         Command::Model {
             action: ModelAction::Fetch,
@@ -321,5 +378,169 @@ fn embed_texts(config: &Config, texts: &[String]) -> Result<()> {
         serde_json::to_writer(&mut out, &v)?;
         out.write_all(b"\n")?;
     }
+    Ok(())
+}
+
+impl OutcomeArgs {
+    fn map(&self, config: &Config) -> Result<OutcomeMap> {
+        let specs: Vec<String> = if self.map.is_empty() {
+            config
+                .outcome_map
+                .iter()
+                .map(|(tier, keys)| format!("{tier}={}", keys.join(",")))
+                .collect()
+        } else {
+            self.map.clone()
+        };
+        Ok(OutcomeMap::parse(&specs, &config.tiers()?)?)
+    }
+
+    fn scale(&self) -> Result<Scale> {
+        Ok(self.scale.parse()?)
+    }
+
+    fn ids(&self) -> Result<Option<HashSet<String>>> {
+        Ok(match &self.ids {
+            Some(path) => Some(read_id_list(path)?),
+            None => None,
+        })
+    }
+
+    fn records(&self, files: &[PathBuf]) -> Result<Vec<OutcomeRecord>> {
+        let ids = self.ids()?;
+        let mut records = Vec::new();
+        for f in files {
+            records.extend(read_outcome_records(f, ids.as_ref())?);
+        }
+        Ok(records)
+    }
+}
+
+fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
+    let tiers = config.tiers()?;
+    let map = args.mapping.map(config)?;
+    let records = args.mapping.records(std::slice::from_ref(&args.file))?;
+    let (new, skipped) = outcome_examples(&records, &map, args.mapping.scale()?)?;
+    let target = &config.routing.examples;
+    let existing = if target.exists() {
+        corpus::read_examples(target, &tiers)
+            .context("the examples file to append to is invalid; fix it first")?
+    } else {
+        Vec::new()
+    };
+    let known = corpus::ids(&existing);
+    let duplicates: Vec<&str> = new
+        .iter()
+        .filter_map(|e| e.id.as_deref())
+        .filter(|id| known.contains(*id))
+        .collect();
+    if !duplicates.is_empty() {
+        bail!(
+            "{} record ids are already in {} (e.g. `{}`): nothing was written",
+            duplicates.len(),
+            target.display(),
+            duplicates[0]
+        );
+    }
+    if new.is_empty() {
+        bail!(
+            "no record of {} has outcomes for every mapped tier ({} skipped): nothing was written",
+            args.file.display(),
+            skipped
+        );
+    }
+    corpus::append_examples(target, &new)?;
+    eprintln!(
+        "added {} outcome examples to {} (now {}); skipped {} records lacking a mapped model",
+        new.len(),
+        target.display(),
+        existing.len() + new.len(),
+        skipped
+    );
+    Ok(())
+}
+
+fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
+    let tiers = config.tiers()?;
+    let map = args.mapping.map(config)?;
+    let scale = args.mapping.scale()?;
+    let records = args.mapping.records(&args.files)?;
+    let names: Vec<&str> = map.tiers().collect();
+    let (weak, strong) = (tiers.require(names[0])?, tiers.require(names[names.len() - 1])?);
+    let price = |t: usize| tiers[t].input_price_per_mtok + tiers[t].output_price_per_mtok;
+    let relative_weak_cost = if price(strong) > 0.0 { price(weak) / price(strong) } else { 0.0 };
+
+    let base = config.policy()?;
+    let ks = if args.k.is_empty() { vec![base.k] } else { args.k.clone() };
+    let temps = if args.temperature.is_empty() { vec![base.temperature] } else { args.temperature.clone() };
+    let policies: Vec<Policy> = ks
+        .iter()
+        .flat_map(|&k| temps.iter().map(move |&temperature| (k, temperature)))
+        .map(|(k, temperature)| Policy { k, temperature, ..base.clone() })
+        .collect();
+
+    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
+    let bar = progress_bar("embedding");
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let cache_dir = config.cache_dir().join("embeddings");
+    let (items, routed) = match args.cv {
+        Some(folds) => cross_validate(
+            embedder, &tiers, &records, &map, scale, folds, Some(&cache_dir), &policies, &progress,
+        )?,
+        None => {
+            let (items, kept, _) = items_from_records(&records, &map, scale)?;
+            let examples = corpus::read_examples(&config.routing.examples, &tiers)?;
+            let options = RouterOptions { policy: base.clone(), index: IndexKind::Flat, hnsw: HnswParams::default() };
+            let router = Router::build(embedder, tiers.clone(), options, examples, Some(&cache_dir), &progress)?;
+            let prompts: Vec<&str> = kept.iter().map(|&i| records[i].prompt.as_str()).collect();
+            (items, evaluate(&router, &prompts, &policies, weak, strong, &progress)?)
+        }
+    };
+    bar.finish_and_clear();
+    if items.is_empty() {
+        bail!("no record has outcomes for both {} and {}", names[0], names[names.len() - 1]);
+    }
+
+    let mut settings = Vec::new();
+    for (i, (policy, routed)) in policies.iter().zip(&routed).enumerate() {
+        let reports = report(&items, routed, relative_weak_cost);
+        eprintln!("k={} temperature={}:", policy.k, policy.temperature);
+        for r in &reports {
+            let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+            eprintln!(
+                "  {:<28} n={:<5} APGR {} (oracle {})  CPT50 {}  CPT80 {}  strong share at 95% {} (random {})",
+                r.benchmark, r.n, f(r.router.apgr), f(r.oracle.apgr), f(r.router.cpt50),
+                f(r.router.cpt80), f(r.router.share_at_95), f(r.random.share_at_95)
+            );
+        }
+        if i == 0 {
+            let title = format!(
+                "{} vs {}: k={}, temperature={}{}",
+                names[0], names[names.len() - 1], policy.k, policy.temperature,
+                if args.cv.is_some() { " (cross-validated)" } else { "" }
+            );
+            model_router::eval::plot(&reports, &args.plot, &title)?;
+        }
+        settings.push(serde_json::json!({
+            "k": policy.k,
+            "temperature": policy.temperature,
+            "quality_target": policy.quality_target,
+            "reports": reports,
+        }));
+    }
+    let out = serde_json::json!({
+        "weak_tier": names[0],
+        "strong_tier": names[names.len() - 1],
+        "relative_weak_cost": relative_weak_cost,
+        "items": items.len(),
+        "records": records.len(),
+        "cross_validated_folds": args.cv,
+        "settings": settings,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    eprintln!("plot written to {}", args.plot.display());
     Ok(())
 }

@@ -23,6 +23,10 @@ pub struct Config {
     pub tiers: Vec<Tier>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Tier -> outcome keys of per-model records (`ingest --outcomes`, `eval`): the first key
+    /// present in a record is the tier's outcome. `--map` flags replace it.
+    #[serde(default)]
+    pub outcome_map: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +35,23 @@ pub struct ServerConfig {
     pub bind: String,
     /// Env var holding comma-separated bearer tokens; unset = no auth.
     pub api_keys_env: Option<String>,
+    /// Largest request body accepted, in bytes (larger: 413).
+    pub body_limit_bytes: usize,
+    /// Most queries embedded in one forward pass (1 = no batching).
+    pub batch_max_size: usize,
+    /// How long a batch may wait for more queries once the first is taken (0 = take what is
+    /// queued and go).
+    pub batch_max_wait_ms: u64,
+    /// Queries that may wait for the embedder; beyond this, 503 with Retry-After.
+    pub queue_capacity: usize,
+    /// Earlier user turns blended into a conversation's query vector (0 = latest turn only).
+    pub context_turns: usize,
+    /// Weight of the earlier turns' mean against the latest turn's weight of 1.
+    pub context_weight: f32,
+    /// On an upstream connect error, timeout or 5xx before the first byte, try the next tier up.
+    pub retry_next_tier: bool,
+    /// After SIGTERM/Ctrl-C, how long in-flight requests and streams may take to finish.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -38,7 +59,34 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: "127.0.0.1:8080".into(),
             api_keys_env: None,
+            body_limit_bytes: 1 << 20,
+            batch_max_size: 32,
+            batch_max_wait_ms: 0,
+            queue_capacity: 256,
+            context_turns: 2,
+            context_weight: 0.5,
+            retry_next_tier: false,
+            shutdown_grace_secs: 30,
         }
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(format!("server.{m}")));
+        if self.body_limit_bytes == 0 {
+            return bad("body_limit_bytes must be at least 1");
+        }
+        if self.batch_max_size == 0 {
+            return bad("batch_max_size must be at least 1");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be at least 1");
+        }
+        if !(self.context_weight >= 0.0 && self.context_weight.is_finite()) {
+            return bad("context_weight must be a finite number >= 0");
+        }
+        Ok(())
     }
 }
 
@@ -226,6 +274,7 @@ impl Config {
         if self.embedding.model.trim().is_empty() {
             return bad("embedding.model is empty".into());
         }
+        self.server.validate()?;
         Ok(())
     }
 

@@ -349,8 +349,8 @@ impl OutcomeMap {
         self.0.iter().map(|(t, _)| t.as_str())
     }
 
-    /// Scores per mapped tier for a record; `Ok(None)` if a mapped tier has no outcome in it,
-    /// `Err` if an outcome is present but invalid.
+    /// Scores per mapped tier for a record; `Ok(None)` if a mapped tier has no outcome in it
+    /// (absent or null), `Err` if an outcome is present but invalid.
     pub fn scores(
         &self,
         record: &OutcomeRecord,
@@ -360,7 +360,7 @@ impl OutcomeMap {
         for (tier, keys) in &self.0 {
             let Some((key, value)) = keys
                 .iter()
-                .find_map(|k| record.outcomes.get(k).map(|v| (k, v)))
+                .find_map(|k| record.outcomes.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
             else {
                 return Ok(None);
             };

@@ -16,13 +16,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use crate::corpus::{outcome_examples, OutcomeMap, OutcomeRecord, Scale};
+use crate::embed::Embedder;
 use crate::error::{Error, Result};
+use crate::index::{HnswParams, IndexKind};
+use crate::router::{Router, RouterOptions};
 use crate::tier::Tiers;
 use crate::vote::{vote, Basis, Evidence, Policy};
 
-/// One held-out prompt: its measured weak and strong outcomes and the router's evidence.
+/// One held-out prompt: its measured weak and strong outcomes.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub id: String,
@@ -424,6 +430,139 @@ pub fn plot(reports: &[BenchmarkReport], path: &Path, title: &str) -> Result<()>
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// Held-out records as items: the first mapped tier is weak, the last strong. Records
+/// lacking either outcome are skipped (the count is returned).
+pub fn items_from_records(
+    records: &[OutcomeRecord],
+    map: &OutcomeMap,
+    scale: Scale,
+) -> Result<(Vec<Item>, Vec<usize>, usize)> {
+    let tiers: Vec<&str> = map.tiers().collect();
+    if tiers.len() < 2 {
+        return Err(Error::Config(
+            "evaluation needs two mapped tiers (--map weak=... --map strong=...)".into(),
+        ));
+    }
+    let (weak, strong) = (tiers[0], tiers[tiers.len() - 1]);
+    let mut items = Vec::new();
+    let mut kept = Vec::new();
+    let mut skipped = 0;
+    for (i, r) in records.iter().enumerate() {
+        match map.scores(r, scale) {
+            Ok(Some(s)) => {
+                items.push(Item {
+                    id: r.id.clone(),
+                    benchmark: r.source_benchmark.clone().unwrap_or_else(|| "unknown".into()),
+                    weak: s[weak] as f64,
+                    strong: s[strong] as f64,
+                });
+                kept.push(i);
+            }
+            Ok(None) => skipped += 1,
+            Err(message) => {
+                return Err(Error::InvalidLines {
+                    source_name: "held-out records".into(),
+                    errors: vec![crate::error::LineError {
+                        line: i + 1,
+                        message: format!("record `{}`: {message}", r.id),
+                    }],
+                })
+            }
+        }
+    }
+    Ok((items, kept, skipped))
+}
+
+/// Routes prompts with each policy: embeds them through the router's cache (reporting
+/// progress), finds neighbours once with the largest k, then votes per policy.
+pub fn evaluate(
+    router: &Router,
+    prompts: &[&str],
+    policies: &[Policy],
+    weak: usize,
+    strong: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Vec<Vec<Routed>>> {
+    let vectors = router.embed_cached(prompts, progress)?;
+    let k_max = policies.iter().map(|p| p.k).max().unwrap_or(1);
+    let mut out: Vec<Vec<Routed>> = policies.iter().map(|_| Vec::with_capacity(prompts.len())).collect();
+    for v in &vectors {
+        let evidence = router.evidence(v, k_max)?;
+        for (p, routed) in policies.iter().zip(out.iter_mut()) {
+            routed.push(route_item(&evidence, router.tiers(), p, weak, strong));
+        }
+    }
+    Ok(out)
+}
+
+/// The fold of a prompt: by a hash of its normalised text, so duplicate prompts share a fold
+/// and cannot leak answers across it.
+pub fn fold_of(prompt: &str, folds: usize) -> usize {
+    let normalised = prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(normalised.as_bytes());
+    (u64::from_le_bytes(digest[..8].try_into().unwrap()) % folds as u64) as usize
+}
+
+/// K-fold cross-validation on outcome records: each fold is routed with an index built from
+/// the other folds. Returns routed items in record order, per policy.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_validate(
+    embedder: Arc<dyn Embedder>,
+    tiers: &Tiers,
+    records: &[OutcomeRecord],
+    map: &OutcomeMap,
+    scale: Scale,
+    folds: usize,
+    cache_dir: Option<&Path>,
+    policies: &[Policy],
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Vec<Item>, Vec<Vec<Routed>>)> {
+    if folds < 2 {
+        return Err(Error::Config("--cv needs at least 2 folds".into()));
+    }
+    let (items, kept, _) = items_from_records(records, map, scale)?;
+    let names: Vec<&str> = map.tiers().collect();
+    let weak = tiers.require(names[0])?;
+    let strong = tiers.require(names[names.len() - 1])?;
+    let fold: Vec<usize> = kept.iter().map(|&i| fold_of(&records[i].prompt, folds)).collect();
+    let mut routed: Vec<Vec<Option<Routed>>> =
+        policies.iter().map(|_| (0..items.len()).map(|_| None).collect()).collect();
+    let options = RouterOptions {
+        policy: policies[0].clone(),
+        index: IndexKind::Flat,
+        hnsw: HnswParams::default(),
+    };
+    for f in 0..folds {
+        let train: Vec<OutcomeRecord> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                // Records outside the item set (e.g. lacking a model) can still teach the index.
+                match kept.iter().position(|k| k == i) {
+                    Some(j) => fold[j] != f,
+                    None => fold_of(&r.prompt, folds) != f,
+                }
+            })
+            .map(|(_, r)| r.clone())
+            .collect();
+        let (examples, _) = outcome_examples(&train, map, scale)?;
+        let router = Router::build(embedder.clone(), tiers.clone(), options.clone(), examples, cache_dir, progress)?;
+        let test: Vec<usize> = (0..items.len()).filter(|&j| fold[j] == f).collect();
+        let prompts: Vec<&str> = test.iter().map(|&j| records[kept[j]].prompt.as_str()).collect();
+        let result = evaluate(&router, &prompts, policies, weak, strong, progress)?;
+        for (p, routed_p) in result.into_iter().enumerate() {
+            for (&j, r) in test.iter().zip(routed_p) {
+                routed[p][j] = Some(r);
+            }
+        }
+    }
+    let routed = routed
+        .into_iter()
+        .map(|v| v.into_iter().map(|r| r.expect("every item is in one fold")).collect())
+        .collect();
+    Ok((items, routed))
 }
 
 #[cfg(test)]

@@ -324,6 +324,11 @@ impl Router {
                 .collect(),
         })
     }
+
+    /// Ids of the indexed examples, e.g. to refuse a live addition that reuses one.
+    pub fn ids(&self) -> std::collections::HashSet<String> {
+        crate::corpus::ids(&self.read().examples)
+    }
 }
 
 /// Trims a query; whitespace-only is refused.

@@ -4,5 +4,7 @@
 //! Run: `cargo test --release` (the model is fetched and verified on first use).
 
 mod cli;
+mod default_set;
 mod embedding;
+mod eval_data;
 mod util;

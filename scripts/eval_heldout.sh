@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Reproduces the held-out results table of the README from a clean checkout.
+#
+# Run: scripts/eval_heldout.sh            (reads ../shared/eval-data; writes target/eval/)
+#
+# Index: every seed-split record of routellm, routerbench-subset and arena-bench-v1 as two-tier
+# outcome examples (small = Mixtral-8x7B, large = GPT-4-1106; data/eval.toml). Held out: the
+# eval-split records of routellm (MMLU 20%, GSM8K, MT-Bench turn 1), routerbench-subset test rows
+# (ARC-Challenge, Winogrande, MBPP) and AlpacaEval. Nothing is tuned on the held-out split: k and
+# the temperature in data/eval.toml come from `--cv 5` on the seed split (scripts/eval_seed_cv.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${EVAL_DATA:-../shared/eval-data}"
+OUT=target/eval
+mkdir -p "$OUT"
+cargo build --release --locked -q
+BIN=./target/release/model-router
+CONFIG=data/eval.toml
+
+rm -f "$OUT/seed_examples.jsonl"
+for f in routellm/routellm.jsonl routerbench-subset/routerbench_subset.jsonl arena-bench-v1/arena_bench_v1.jsonl; do
+  "$BIN" --config "$CONFIG" --examples "$OUT/seed_examples.jsonl" \
+    ingest --outcomes "$DATA/$f" --ids "$DATA/splits/seed_ids.txt"
+done
+
+"$BIN" --config "$CONFIG" --examples "$OUT/seed_examples.jsonl" eval \
+  "$DATA/routellm/routellm.jsonl" "$DATA/routerbench-subset/routerbench_subset.jsonl" \
+  "$DATA/alpacaeval2/alpacaeval2.jsonl" \
+  --ids "$DATA/splits/eval_ids.txt" --plot "$OUT/heldout.svg" > "$OUT/heldout.json"
+echo "metrics: $OUT/heldout.json, plot: $OUT/heldout.svg" >&2
