@@ -454,7 +454,12 @@ pub fn items_from_records(
             Ok(Some(s)) => {
                 items.push(Item {
                     id: r.id.clone(),
-                    benchmark: r.source_benchmark.clone().unwrap_or_else(|| "unknown".into()),
+                    // Sub-sets such as `alpaca_eval/koala` report under their benchmark.
+                    benchmark: r
+                        .source_benchmark
+                        .as_deref()
+                        .map(|b| b.split('/').next().unwrap_or(b).trim().to_string())
+                        .unwrap_or_else(|| "unknown".into()),
                     weak: s[weak] as f64,
                     strong: s[strong] as f64,
                 });
@@ -487,7 +492,10 @@ pub fn evaluate(
 ) -> Result<Vec<Vec<Routed>>> {
     let vectors = router.embed_cached(prompts, progress)?;
     let k_max = policies.iter().map(|p| p.k).max().unwrap_or(1);
-    let mut out: Vec<Vec<Routed>> = policies.iter().map(|_| Vec::with_capacity(prompts.len())).collect();
+    let mut out: Vec<Vec<Routed>> = policies
+        .iter()
+        .map(|_| Vec::with_capacity(prompts.len()))
+        .collect();
     for v in &vectors {
         let evidence = router.evidence(v, k_max)?;
         for (p, routed) in policies.iter().zip(out.iter_mut()) {
@@ -500,7 +508,11 @@ pub fn evaluate(
 /// The fold of a prompt: by a hash of its normalised text, so duplicate prompts share a fold
 /// and cannot leak answers across it.
 pub fn fold_of(prompt: &str, folds: usize) -> usize {
-    let normalised = prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let normalised = prompt
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
     let digest = <sha2::Sha256 as sha2::Digest>::digest(normalised.as_bytes());
     (u64::from_le_bytes(digest[..8].try_into().unwrap()) % folds as u64) as usize
 }
@@ -526,9 +538,14 @@ pub fn cross_validate(
     let names: Vec<&str> = map.tiers().collect();
     let weak = tiers.require(names[0])?;
     let strong = tiers.require(names[names.len() - 1])?;
-    let fold: Vec<usize> = kept.iter().map(|&i| fold_of(&records[i].prompt, folds)).collect();
-    let mut routed: Vec<Vec<Option<Routed>>> =
-        policies.iter().map(|_| (0..items.len()).map(|_| None).collect()).collect();
+    let fold: Vec<usize> = kept
+        .iter()
+        .map(|&i| fold_of(&records[i].prompt, folds))
+        .collect();
+    let mut routed: Vec<Vec<Option<Routed>>> = policies
+        .iter()
+        .map(|_| (0..items.len()).map(|_| None).collect())
+        .collect();
     let options = RouterOptions {
         policy: policies[0].clone(),
         index: IndexKind::Flat,
@@ -548,9 +565,19 @@ pub fn cross_validate(
             .map(|(_, r)| r.clone())
             .collect();
         let (examples, _) = outcome_examples(&train, map, scale)?;
-        let router = Router::build(embedder.clone(), tiers.clone(), options.clone(), examples, cache_dir, progress)?;
+        let router = Router::build(
+            embedder.clone(),
+            tiers.clone(),
+            options.clone(),
+            examples,
+            cache_dir,
+            progress,
+        )?;
         let test: Vec<usize> = (0..items.len()).filter(|&j| fold[j] == f).collect();
-        let prompts: Vec<&str> = test.iter().map(|&j| records[kept[j]].prompt.as_str()).collect();
+        let prompts: Vec<&str> = test
+            .iter()
+            .map(|&j| records[kept[j]].prompt.as_str())
+            .collect();
         let result = evaluate(&router, &prompts, policies, weak, strong, progress)?;
         for (p, routed_p) in result.into_iter().enumerate() {
             for (&j, r) in test.iter().zip(routed_p) {
@@ -560,9 +587,80 @@ pub fn cross_validate(
     }
     let routed = routed
         .into_iter()
-        .map(|v| v.into_iter().map(|r| r.expect("every item is in one fold")).collect())
+        .map(|v| {
+            v.into_iter()
+                .map(|r| r.expect("every item is in one fold"))
+                .collect()
+        })
         .collect();
     Ok((items, routed))
+}
+
+/// Leave-one-out routing of a tier-labeled example set: each example is routed by all the
+/// others. Rows of `confusion` are labels, columns decisions (tier order).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaveOneOut {
+    pub tiers: Vec<String>,
+    pub confusion: Vec<Vec<usize>>,
+    /// Category -> (correct, total).
+    pub by_category: BTreeMap<String, (usize, usize)>,
+}
+
+impl LeaveOneOut {
+    pub fn accuracy(&self) -> f64 {
+        let total: usize = self.confusion.iter().flatten().sum();
+        let correct: usize = (0..self.tiers.len()).map(|t| self.confusion[t][t]).sum();
+        correct as f64 / total.max(1) as f64
+    }
+
+    /// Share of the examples labeled `tier` that were routed to it.
+    pub fn recall(&self, tier: usize) -> f64 {
+        self.confusion[tier][tier] as f64 / self.confusion[tier].iter().sum::<usize>().max(1) as f64
+    }
+}
+
+/// Runs leave-one-out over examples with their embeddings (same order), with an exact index.
+pub fn leave_one_out(
+    examples: &[crate::corpus::Example],
+    vectors: &[Vec<f32>],
+    tiers: &Tiers,
+    policy: &Policy,
+) -> Result<LeaveOneOut> {
+    use crate::index::{FlatIndex, VectorIndex};
+    let dim = vectors.first().map_or(0, Vec::len);
+    let mut index = FlatIndex::new(dim);
+    index.add(vectors)?;
+    let quality: Vec<_> = examples.iter().map(|e| e.label.quality(tiers)).collect();
+    let mut confusion = vec![vec![0usize; tiers.len()]; tiers.len()];
+    let mut by_category: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (i, (e, v)) in examples.iter().zip(vectors).enumerate() {
+        let crate::corpus::Label::Tier { tier } = &e.label else {
+            continue;
+        };
+        let evidence: Vec<Evidence> = index
+            .search(v, policy.k + 1)?
+            .into_iter()
+            .filter(|h| h.id != i)
+            .take(policy.k)
+            .map(|h| Evidence {
+                similarity: h.similarity,
+                quality: quality[h.id].clone(),
+            })
+            .collect();
+        let label = tiers.require(tier)?;
+        let decided = vote(&evidence, tiers, policy).tier;
+        confusion[label][decided] += 1;
+        let cell = by_category
+            .entry(e.category.clone().unwrap_or_else(|| "-".into()))
+            .or_default();
+        cell.0 += usize::from(label == decided);
+        cell.1 += 1;
+    }
+    Ok(LeaveOneOut {
+        tiers: tiers.names().iter().map(|s| s.to_string()).collect(),
+        confusion,
+        by_category,
+    })
 }
 
 #[cfg(test)]
