@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let vectors = router.embed_cached(&texts, &|_, _| {})?;
-    for target in [0.5, 0.7, policy.quality_target] {
+    for target in [0.5, 0.7, 0.9] {
         let p = model_router::vote::Policy {
             quality_target: target,
             ..policy.clone()
