@@ -358,10 +358,13 @@ impl OutcomeMap {
     ) -> std::result::Result<Option<BTreeMap<String, f32>>, String> {
         let mut out = BTreeMap::new();
         for (tier, keys) in &self.0 {
-            let Some((key, value)) = keys
-                .iter()
-                .find_map(|k| record.outcomes.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
-            else {
+            let Some((key, value)) = keys.iter().find_map(|k| {
+                record
+                    .outcomes
+                    .get(k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (k, v))
+            }) else {
                 return Ok(None);
             };
             let s = scale

@@ -21,11 +21,12 @@ fn eval_data() -> Option<PathBuf> {
 
 /// The first `n` lines of a source file whose id is in the split, as a temporary JSONL file.
 fn slice(dir: &std::path::Path, file: &str, split: &str, n: usize, out: &std::path::Path) {
-    let ids: std::collections::HashSet<String> = std::fs::read_to_string(dir.join("splits").join(split))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let ids: std::collections::HashSet<String> =
+        std::fs::read_to_string(dir.join("splits").join(split))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
     let text = std::fs::read_to_string(dir.join(file)).unwrap();
     let mut f = std::fs::File::create(out).unwrap();
     let mut kept = 0;
@@ -56,18 +57,43 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
 
     let out = run_with(
         &config,
-        &["--examples", examples.to_str().unwrap(), "ingest", "--outcomes", seed.to_str().unwrap()],
+        &[
+            "--examples",
+            examples.to_str().unwrap(),
+            "ingest",
+            "--outcomes",
+            seed.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("added 300 outcome examples"), "{}", stderr(&out));
-    let first: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&examples).unwrap().lines().next().unwrap()).unwrap();
-    assert!(first["outcomes"]["small"].is_number() && first["outcomes"]["large"].is_number(), "{first}");
+    assert!(
+        stderr(&out).contains("added 300 outcome examples"),
+        "{}",
+        stderr(&out)
+    );
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&examples)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        first["outcomes"]["small"].is_number() && first["outcomes"]["large"].is_number(),
+        "{first}"
+    );
     // The same records again: every id is a duplicate, nothing is written.
     let before = std::fs::read(&examples).unwrap();
     let out = run_with(
         &config,
-        &["--examples", examples.to_str().unwrap(), "ingest", "--outcomes", seed.to_str().unwrap()],
+        &[
+            "--examples",
+            examples.to_str().unwrap(),
+            "ingest",
+            "--outcomes",
+            seed.to_str().unwrap(),
+        ],
     );
     assert!(!out.status.success());
     assert_eq!(std::fs::read(&examples).unwrap(), before);
@@ -76,8 +102,14 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
     let out = run_with(
         &config,
         &[
-            "--examples", examples.to_str().unwrap(), "eval", held.to_str().unwrap(),
-            "--plot", plot.to_str().unwrap(), "--k", "5,10",
+            "--examples",
+            examples.to_str().unwrap(),
+            "eval",
+            held.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+            "--k",
+            "5,10",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -93,7 +125,10 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
     assert_eq!(mmlu["random"]["apgr"], 0.5);
     let apgr = mmlu["router"]["apgr"].as_f64().unwrap();
     let oracle = mmlu["oracle"]["apgr"].as_f64().unwrap();
-    assert!(apgr > 0.0 && apgr < oracle, "router {apgr}, oracle {oracle}");
+    assert!(
+        apgr > 0.0 && apgr < oracle,
+        "router {apgr}, oracle {oracle}"
+    );
     assert_eq!(mmlu["knob"].as_array().unwrap().len(), 21);
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
 }
