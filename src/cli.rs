@@ -15,13 +15,13 @@ use model_router::corpus::{
     self, outcome_examples, parse_examples, read_id_list, read_outcome_records, OutcomeMap,
     OutcomeRecord, Scale,
 };
-use model_router::eval::{cross_validate, evaluate, items_from_records, report};
-use model_router::index::{HnswParams, IndexKind};
-use model_router::router::RouterOptions;
-use model_router::vote::Policy;
 use model_router::embed::{self, source, Embedder, ModelSpec};
 use model_router::error::{Error, LineError};
+use model_router::eval::{cross_validate, evaluate, items_from_records, report};
+use model_router::index::{HnswParams, IndexKind};
 use model_router::router::Router;
+use model_router::router::RouterOptions;
+use model_router::vote::Policy;
 
 /// Routes each LLM request to the cheapest model tier that answers it well.
 #[derive(Debug, Parser)]
@@ -56,6 +56,9 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the HTTP API on `server.bind`: routing, OpenAI-compatible forwarding, live
+    /// examples, health and metrics. Prints the bound address, then loads the model.
+    Serve,
     /// Route a query (prints the decision as JSON) or a JSONL batch.
     Route(RouteArgs),
     /// Validate labeled examples and append them to the examples file atomically.
@@ -174,6 +177,7 @@ impl Cli {
 pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.global.config, &cli.overrides())?;
     match cli.command {
+        Command::Serve => serve(&config),
         Command::Route(args) => route(&config, args),
         Command::Ingest(args) if args.outcomes => ingest_outcomes(&config, &args),
         Command::Ingest(args) => ingest(&config, &args.file),
@@ -213,20 +217,44 @@ fn progress_bar(what: &str) -> ProgressBar {
 }
 
 fn build_router(config: &Config) -> Result<Router> {
+    load_router(config).with_context(|| {
+        format!(
+            "building the router from {}",
+            config.routing.examples.display()
+        )
+    })
+}
+
+/// Loads the model and indexes the examples, with a progress bar.
+fn load_router(config: &Config) -> model_router::error::Result<Router> {
     let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
     let bar = progress_bar("embedding examples");
     let router = Router::from_config(config, embedder, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })
-    .with_context(|| {
-        format!(
-            "building the router from {}",
-            config.routing.examples.display()
-        )
     })?;
     bar.finish_and_clear();
     Ok(router)
+}
+
+fn serve(config: &Config) -> Result<()> {
+    let load_config = config.clone();
+    model_router::server::run(
+        config,
+        move || load_router(&load_config),
+        |addr| {
+            // Scripts and tests read this line to find the port (`bind = "127.0.0.1:0"`).
+            println!("listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        },
+    )
+    .with_context(|| {
+        format!(
+            "serving on {} with examples {}",
+            config.server.bind,
+            config.routing.examples.display()
+        )
+    })
 }
 
 fn route(config: &Config, args: RouteArgs) -> Result<()> {
@@ -466,17 +494,36 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     let scale = args.mapping.scale()?;
     let records = args.mapping.records(&args.files)?;
     let names: Vec<&str> = map.tiers().collect();
-    let (weak, strong) = (tiers.require(names[0])?, tiers.require(names[names.len() - 1])?);
+    let (weak, strong) = (
+        tiers.require(names[0])?,
+        tiers.require(names[names.len() - 1])?,
+    );
     let price = |t: usize| tiers[t].input_price_per_mtok + tiers[t].output_price_per_mtok;
-    let relative_weak_cost = if price(strong) > 0.0 { price(weak) / price(strong) } else { 0.0 };
+    let relative_weak_cost = if price(strong) > 0.0 {
+        price(weak) / price(strong)
+    } else {
+        0.0
+    };
 
     let base = config.policy()?;
-    let ks = if args.k.is_empty() { vec![base.k] } else { args.k.clone() };
-    let temps = if args.temperature.is_empty() { vec![base.temperature] } else { args.temperature.clone() };
+    let ks = if args.k.is_empty() {
+        vec![base.k]
+    } else {
+        args.k.clone()
+    };
+    let temps = if args.temperature.is_empty() {
+        vec![base.temperature]
+    } else {
+        args.temperature.clone()
+    };
     let policies: Vec<Policy> = ks
         .iter()
         .flat_map(|&k| temps.iter().map(move |&temperature| (k, temperature)))
-        .map(|(k, temperature)| Policy { k, temperature, ..base.clone() })
+        .map(|(k, temperature)| Policy {
+            k,
+            temperature,
+            ..base.clone()
+        })
         .collect();
 
     let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
@@ -488,20 +535,46 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     let cache_dir = config.cache_dir().join("embeddings");
     let (items, routed) = match args.cv {
         Some(folds) => cross_validate(
-            embedder, &tiers, &records, &map, scale, folds, Some(&cache_dir), &policies, &progress,
+            embedder,
+            &tiers,
+            &records,
+            &map,
+            scale,
+            folds,
+            Some(&cache_dir),
+            &policies,
+            &progress,
         )?,
         None => {
             let (items, kept, _) = items_from_records(&records, &map, scale)?;
             let examples = corpus::read_examples(&config.routing.examples, &tiers)?;
-            let options = RouterOptions { policy: base.clone(), index: IndexKind::Flat, hnsw: HnswParams::default() };
-            let router = Router::build(embedder, tiers.clone(), options, examples, Some(&cache_dir), &progress)?;
+            let options = RouterOptions {
+                policy: base.clone(),
+                index: IndexKind::Flat,
+                hnsw: HnswParams::default(),
+            };
+            let router = Router::build(
+                embedder,
+                tiers.clone(),
+                options,
+                examples,
+                Some(&cache_dir),
+                &progress,
+            )?;
             let prompts: Vec<&str> = kept.iter().map(|&i| records[i].prompt.as_str()).collect();
-            (items, evaluate(&router, &prompts, &policies, weak, strong, &progress)?)
+            (
+                items,
+                evaluate(&router, &prompts, &policies, weak, strong, &progress)?,
+            )
         }
     };
     bar.finish_and_clear();
     if items.is_empty() {
-        bail!("no record has outcomes for both {} and {}", names[0], names[names.len() - 1]);
+        bail!(
+            "no record has outcomes for both {} and {}",
+            names[0],
+            names[names.len() - 1]
+        );
     }
 
     let mut settings = Vec::new();
@@ -519,8 +592,15 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
         if i == 0 {
             let title = format!(
                 "{} vs {}: k={}, temperature={}{}",
-                names[0], names[names.len() - 1], policy.k, policy.temperature,
-                if args.cv.is_some() { " (cross-validated)" } else { "" }
+                names[0],
+                names[names.len() - 1],
+                policy.k,
+                policy.temperature,
+                if args.cv.is_some() {
+                    " (cross-validated)"
+                } else {
+                    ""
+                }
             );
             model_router::eval::plot(&reports, &args.plot, &title)?;
         }

@@ -25,10 +25,14 @@
 //! 2. [`embed`]: the `Embedder` trait, the candle BERT model, model resolution and
 //!    verification, device choice, the embedding cache. The only place candle, tokenizers and
 //!    hf-hub appear.
-//! 3. [`router`]: embedder + index + examples + policy.
+//! 3. [`router`]: embedder + index + examples + policy. [`batcher`]: concurrent queries
+//!    share one embedding forward pass on a dedicated thread, behind a bounded queue.
+//! 4. [`server`]: the HTTP API (routing, OpenAI-compatible forwarding with streaming, live
+//!    examples, health, Prometheus metrics). The only place axum, reqwest and tokio appear.
 //!
 //! The binary (`src/main.rs`, `src/cli.rs`) is the only user of clap and anyhow.
 
+pub mod batcher;
 pub mod config;
 pub mod corpus;
 pub mod embed;
@@ -36,5 +40,6 @@ pub mod error;
 pub mod eval;
 pub mod index;
 pub mod router;
+pub mod server;
 pub mod tier;
 pub mod vote;

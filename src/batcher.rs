@@ -1,0 +1,705 @@
+//! Dynamic batching: concurrent routing requests share one embedding forward pass.
+//!
+//! Requests go into a bounded queue; one dedicated thread (never the async runtime) takes
+//! everything queued, up to `max_size` jobs, optionally waiting up to `max_wait` for more, embeds
+//! all their texts in one `Embedder::embed` call, and answers each job with its own decision
+//! (each job carries its own policy). While a batch is being embedded the next one queues up,
+//! so under load batches fill by themselves with no added wait. A full queue is refused at once
+//! ([`SubmitError::Full`]), never waited on. Replies travel over runtime-agnostic oneshot
+//! channels, so this module needs no async runtime and no HTTP types.
+//!
+//! A [`Query`] is one text or a conversation: the latest user turn blended with earlier ones
+//! (see [`Query::conversation`]), so a follow-up like "and now in Rust?" is routed with the
+//! difficulty of the conversation it belongs to.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{
+    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use crate::error::{Error, Result};
+use crate::router::{Decision, Router};
+use crate::vote::Policy;
+
+/// How batches are formed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchOptions {
+    /// Most jobs per forward pass (1 = no batching).
+    pub max_size: usize,
+    /// How long to wait for more jobs once the first is taken (zero = take what is queued).
+    pub max_wait: Duration,
+    /// Jobs that may wait in the queue; one more is refused.
+    pub capacity: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            max_size: 32,
+            max_wait: Duration::ZERO,
+            capacity: 256,
+        }
+    }
+}
+
+/// How earlier user turns of a conversation take part in its query vector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContextRule {
+    /// Earlier user turns used (the most recent ones); 0 = the latest turn alone.
+    pub turns: usize,
+    /// Weight of the earlier turns' mean; the latest turn weighs 1.
+    pub weight: f32,
+}
+
+/// What one request embeds: texts and their weights. The query vector is the L2-normalised
+/// weighted sum of the texts' (unit) embeddings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    parts: Vec<(String, f32)>,
+}
+
+impl Query {
+    /// A single text (trimmed; whitespace-only is refused).
+    pub fn text(text: &str) -> Result<Query> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        Ok(Query {
+            parts: vec![(t.to_string(), 1.0)],
+        })
+    }
+
+    /// A conversation's user turns, oldest first. The latest non-empty turn weighs 1; the
+    /// `rule.turns` non-empty turns before it share `rule.weight` equally, so the vector is
+    /// `normalise(e(latest) + weight · mean(e(earlier)))`. A self-contained follow-up stays
+    /// close to its own neighbours; a vague one ("and now in Rust?") is pulled towards the
+    /// conversation's topic and inherits its difficulty.
+    pub fn conversation<S: AsRef<str>>(turns: &[S], rule: ContextRule) -> Result<Query> {
+        let mut texts = turns
+            .iter()
+            .map(|t| t.as_ref().trim())
+            .filter(|t| !t.is_empty())
+            .rev();
+        let latest = texts.next().ok_or(Error::EmptyQuery)?;
+        let mut parts = vec![(latest.to_string(), 1.0)];
+        if rule.weight > 0.0 {
+            let earlier: Vec<&str> = texts.take(rule.turns).collect();
+            let each = rule.weight / earlier.len().max(1) as f32;
+            parts.extend(earlier.into_iter().map(|t| (t.to_string(), each)));
+        }
+        Ok(Query { parts })
+    }
+
+    /// The texts embedded for this query, latest turn first, with their weights.
+    pub fn parts(&self) -> &[(String, f32)] {
+        &self.parts
+    }
+
+    /// The query vector from the parts' embeddings (in `parts` order).
+    fn combine(&self, vectors: &[Vec<f32>]) -> Vec<f32> {
+        if vectors.len() == 1 {
+            return vectors[0].clone();
+        }
+        let mut sum = vec![0.0f32; vectors[0].len()];
+        for ((_, w), v) in self.parts.iter().zip(vectors) {
+            for (s, x) in sum.iter_mut().zip(v) {
+                *s += w * x;
+            }
+        }
+        let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm < 1e-6 {
+            // Turns that cancel out say nothing together: the latest alone decides.
+            return vectors[0].clone();
+        }
+        sum.iter().map(|x| x / norm).collect()
+    }
+}
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue holds `capacity` jobs already: try again shortly.
+    Full { capacity: usize },
+    /// The batching thread has stopped.
+    Closed,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Full { capacity } => {
+                write!(f, "the routing queue is full ({capacity} waiting)")
+            }
+            SubmitError::Closed => write!(f, "the batching thread has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// What one forward pass did, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchStats {
+    /// Jobs answered by this pass.
+    pub jobs: usize,
+    /// Texts embedded (a conversation adds one per context turn).
+    pub texts: usize,
+    /// Time spent in `embed`.
+    pub embed: Duration,
+}
+
+/// Called after each forward pass.
+pub type BatchObserver = Arc<dyn Fn(BatchStats) + Send + Sync>;
+
+struct Job {
+    query: Query,
+    policy: Policy,
+    reply: oneshot::Sender<Result<Decision>>,
+}
+
+/// The handle to the batching thread. Dropping it (and every clone of its sender) stops the
+/// thread once the jobs already queued are answered.
+pub struct Batcher {
+    tx: SyncSender<Job>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl Batcher {
+    /// Starts the batching thread for a router.
+    pub fn start(
+        router: Arc<Router>,
+        options: BatchOptions,
+        observer: Option<BatchObserver>,
+    ) -> Self {
+        let options = BatchOptions {
+            max_size: options.max_size.max(1),
+            capacity: options.capacity.max(1),
+            ..options
+        };
+        let (tx, rx) = sync_channel(options.capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let worker = Worker {
+            router,
+            options,
+            observer,
+            queued: queued.clone(),
+        };
+        std::thread::Builder::new()
+            .name("model-router-embed".into())
+            .spawn(move || worker.run(rx))
+            .expect("spawning the embedding thread");
+        Batcher {
+            tx,
+            queued,
+            capacity: options.capacity,
+        }
+    }
+
+    /// Queues a query; the returned future resolves to its decision. Never blocks: a full
+    /// queue is an immediate [`SubmitError::Full`].
+    pub fn submit(
+        &self,
+        query: Query,
+        policy: Policy,
+    ) -> std::result::Result<Pending, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        // Count before sending so the worker's decrement can never run first.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        match self.tx.try_send(Job {
+            query,
+            policy,
+            reply,
+        }) {
+            Ok(()) => Ok(Pending(rx)),
+            Err(e) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => SubmitError::Full {
+                        capacity: self.capacity,
+                    },
+                    TrySendError::Disconnected(_) => SubmitError::Closed,
+                })
+            }
+        }
+    }
+
+    /// Jobs waiting for the embedder (not counting the batch being embedded).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// A queued query's decision, to be awaited.
+pub struct Pending(oneshot::Receiver<Result<Decision>>);
+
+impl Future for Pending {
+    type Output = Result<Decision>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(Error::Embed("the batching thread stopped".into()))))
+    }
+}
+
+struct Worker {
+    router: Arc<Router>,
+    options: BatchOptions,
+    observer: Option<BatchObserver>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    fn run(self, rx: Receiver<Job>) {
+        while let Some(jobs) = self.next_batch(&rx) {
+            self.queued.fetch_sub(jobs.len(), Ordering::SeqCst);
+            // Clients that went away while queued cost nothing.
+            let jobs: Vec<Job> = jobs
+                .into_iter()
+                .filter(|j| !j.reply.is_canceled())
+                .collect();
+            if !jobs.is_empty() {
+                self.answer(jobs);
+            }
+        }
+    }
+
+    /// Blocks for the first job, then takes what is queued (waiting up to `max_wait` for
+    /// more). `None` once every sender is gone and the queue is empty.
+    fn next_batch(&self, rx: &Receiver<Job>) -> Option<Vec<Job>> {
+        let first = rx.recv().ok()?;
+        let deadline = Instant::now() + self.options.max_wait;
+        let mut jobs = vec![first];
+        while jobs.len() < self.options.max_size {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(job) => jobs.push(job),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
+        }
+        Some(jobs)
+    }
+
+    /// One forward pass for every text of every job, then one decision per job.
+    fn answer(&self, jobs: Vec<Job>) {
+        let texts: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| j.query.parts.iter().map(|(t, _)| t.as_str()))
+            .collect();
+        let started = Instant::now();
+        // A panic in the model must fail this batch, not kill the thread for every later one.
+        let embedded = catch_unwind(AssertUnwindSafe(|| self.router.embedder().embed(&texts)))
+            .unwrap_or_else(|_| Err(Error::Embed("the embedding model panicked".into())));
+        let embed = started.elapsed();
+        if let Some(observe) = &self.observer {
+            observe(BatchStats {
+                jobs: jobs.len(),
+                texts: texts.len(),
+                embed,
+            });
+        }
+        let vectors = match embedded {
+            Ok(v) if v.len() == texts.len() => v,
+            Ok(v) => {
+                let e = format!(
+                    "the embedder returned {} vectors for {} texts",
+                    v.len(),
+                    texts.len()
+                );
+                return fail_all(jobs, &e);
+            }
+            Err(e) => return fail_all(jobs, &e.to_string()),
+        };
+        let mut at = 0;
+        for job in jobs {
+            let n = job.query.parts.len();
+            let vector = job.query.combine(&vectors[at..at + n]);
+            at += n;
+            let decision = catch_unwind(AssertUnwindSafe(|| {
+                self.router.decide(&vector, &job.policy)
+            }))
+            .unwrap_or_else(|_| Err(Error::Index("the index search panicked".into())));
+            // The client may have gone away meanwhile; nothing to do then.
+            let _ = job.reply.send(decision);
+        }
+    }
+}
+
+fn fail_all(jobs: Vec<Job>, message: &str) {
+    for job in jobs {
+        let _ = job.reply.send(Err(Error::Embed(message.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Condvar, Mutex};
+
+    use super::*;
+    use crate::corpus::{Example, Label};
+    use crate::embed::{Embedder, ModelInfo, SourceKind};
+    use crate::index::{HnswParams, IndexKind};
+    use crate::router::RouterOptions;
+    use crate::tier::test_tiers;
+
+    /// Bag-of-words embeddings, with a gate that can hold the embedding thread inside `embed`
+    /// so tests decide exactly what is queued when it resumes. Records every batch's size.
+    struct Gated {
+        info: ModelInfo,
+        open: Mutex<bool>,
+        changed: Condvar,
+        entered: Mutex<usize>,
+        batches: Mutex<Vec<usize>>,
+        panic_on: Option<&'static str>,
+    }
+
+    impl Gated {
+        fn new(open: bool) -> Arc<Self> {
+            Self::build(open, None)
+        }
+
+        fn build(open: bool, panic_on: Option<&'static str>) -> Arc<Self> {
+            Arc::new(Gated {
+                info: ModelInfo {
+                    name: "words".into(),
+                    source: SourceKind::LocalDir,
+                    dir: ".".into(),
+                    sha256: "0".repeat(64),
+                    dim: 64,
+                    pooling: "mean".into(),
+                    max_length: 256,
+                    device: "cpu".into(),
+                },
+                open: Mutex::new(open),
+                changed: Condvar::new(),
+                entered: Mutex::new(0),
+                batches: Mutex::new(Vec::new()),
+                panic_on,
+            })
+        }
+
+        fn set_open(&self, open: bool) {
+            *self.open.lock().unwrap() = open;
+            self.changed.notify_all();
+        }
+
+        /// Waits until `embed` has been entered `n` times in total.
+        fn wait_entered(&self, n: usize) {
+            let mut entered = self.entered.lock().unwrap();
+            while *entered < n {
+                entered = self.changed.wait(entered).unwrap();
+            }
+        }
+    }
+
+    fn words(text: &str) -> Vec<f32> {
+        let mut v = vec![0.0f32; 64];
+        for w in text.split_whitespace() {
+            let h = w
+                .bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+            v[(h % 64) as usize] += 1.0;
+        }
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+        v.iter().map(|x| x / n).collect()
+    }
+
+    impl Embedder for Gated {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+            if self.panic_on.is_some_and(|p| texts.contains(&p)) {
+                panic!("test panic");
+            }
+            *self.entered.lock().unwrap() += 1;
+            self.changed.notify_all();
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.changed.wait(open).unwrap();
+            }
+            self.batches.lock().unwrap().push(texts.len());
+            Ok(texts.iter().map(|t| words(t)).collect())
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize> {
+            Ok(text.split_whitespace().count())
+        }
+    }
+
+    /// A router whose embedder is now closed: the next `embed` call holds the thread. Building
+    /// the router embedded its examples, which is not counted.
+    fn held_router() -> (Arc<Gated>, Arc<Router>) {
+        let gate = Gated::new(true);
+        let r = router(gate.clone());
+        gate.set_open(false);
+        *gate.entered.lock().unwrap() = 0;
+        gate.batches.lock().unwrap().clear();
+        (gate, r)
+    }
+
+    fn router(embedder: Arc<Gated>) -> Arc<Router> {
+        let options = RouterOptions {
+            policy: Policy {
+                fallback_tier: 2,
+                ..Policy::default()
+            },
+            index: IndexKind::Flat,
+            hnsw: HnswParams::default(),
+        };
+        let r = Router::new(embedder, test_tiers(&["small", "medium", "large"]), options);
+        let ex = |id: &str, text: &str, tier: &str| Example {
+            id: Some(id.into()),
+            text: text.into(),
+            label: Label::Tier { tier: tier.into() },
+            category: None,
+            meta: None,
+        };
+        r.add(vec![
+            ex("hi", "hello there friend", "small"),
+            ex("proof", "prove the riemann hypothesis rigorously", "large"),
+            ex("code", "write a python parser for durations", "medium"),
+        ])
+        .unwrap();
+        Arc::new(r)
+    }
+
+    struct Unpark(std::thread::Thread);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    /// Polls a future on this thread, parking between polls.
+    fn block_on<F: Future>(f: F) -> F::Output {
+        let waker = Arc::new(Unpark(std::thread::current())).into();
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn queued_jobs_share_one_forward_pass_and_keep_their_own_policy() {
+        let (gate, r) = held_router();
+        let batcher = Batcher::start(r.clone(), BatchOptions::default(), None);
+        let policy = r.policy().clone();
+        // The first job holds the thread inside `embed`; the next ones queue up behind it.
+        let first = batcher
+            .submit(Query::text("hello there friend").unwrap(), policy.clone())
+            .unwrap();
+        gate.wait_entered(1);
+        let hard = "prove the riemann hypothesis";
+        let strict = batcher
+            .submit(Query::text(hard).unwrap(), policy.clone())
+            .unwrap();
+        let cheap = Policy {
+            quality_target: 0.0,
+            ..policy.clone()
+        };
+        let lax = batcher.submit(Query::text(hard).unwrap(), cheap).unwrap();
+        let others: Vec<Pending> = (0..5)
+            .map(|_| {
+                batcher
+                    .submit(Query::text("hello there").unwrap(), policy.clone())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(batcher.queued(), 7);
+        gate.set_open(true);
+        assert_eq!(block_on(first).unwrap().tier, "small");
+        assert_eq!(block_on(strict).unwrap().tier, "large");
+        assert_eq!(
+            block_on(lax).unwrap().tier,
+            "small",
+            "quality_target 0 = cheapest"
+        );
+        for p in others {
+            assert_eq!(block_on(p).unwrap().tier, "small");
+        }
+        assert_eq!(*gate.batches.lock().unwrap(), vec![1, 7]);
+        assert_eq!(batcher.queued(), 0);
+    }
+
+    #[test]
+    fn batches_are_capped_at_max_size() {
+        let (gate, r) = held_router();
+        let options = BatchOptions {
+            max_size: 3,
+            ..BatchOptions::default()
+        };
+        let batcher = Batcher::start(r.clone(), options, None);
+        let submit = || {
+            batcher
+                .submit(Query::text("hello").unwrap(), r.policy().clone())
+                .unwrap()
+        };
+        let mut pending = vec![submit()];
+        gate.wait_entered(1);
+        pending.extend((0..7).map(|_| submit()));
+        gate.set_open(true);
+        for p in pending {
+            block_on(p).unwrap();
+        }
+        assert_eq!(*gate.batches.lock().unwrap(), vec![1, 3, 3, 1]);
+    }
+
+    #[test]
+    fn a_full_queue_is_refused_at_once() {
+        let (gate, r) = held_router();
+        let options = BatchOptions {
+            capacity: 2,
+            ..BatchOptions::default()
+        };
+        let batcher = Batcher::start(r.clone(), options, None);
+        let submit = || batcher.submit(Query::text("hello").unwrap(), r.policy().clone());
+        let held = submit().unwrap();
+        gate.wait_entered(1);
+        let queued = [submit().unwrap(), submit().unwrap()];
+        assert_eq!(submit().err(), Some(SubmitError::Full { capacity: 2 }));
+        gate.set_open(true);
+        block_on(held).unwrap();
+        for p in queued {
+            block_on(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn max_wait_collects_later_arrivals() {
+        let gate = Gated::new(true);
+        let r = router(gate.clone());
+        let options = BatchOptions {
+            max_size: 2,
+            max_wait: Duration::from_secs(30),
+            ..BatchOptions::default()
+        };
+        let stats = Arc::new(Mutex::new(Vec::new()));
+        let seen = stats.clone();
+        let observer: BatchObserver = Arc::new(move |s: BatchStats| seen.lock().unwrap().push(s));
+        let batcher = Batcher::start(r.clone(), options, Some(observer));
+        let a = batcher
+            .submit(Query::text("hello").unwrap(), r.policy().clone())
+            .unwrap();
+        // The batch is full only when the second job arrives: max_size ends the wait, not time.
+        std::thread::sleep(Duration::from_millis(20));
+        let b = batcher
+            .submit(Query::text("hello").unwrap(), r.policy().clone())
+            .unwrap();
+        block_on(a).unwrap();
+        block_on(b).unwrap();
+        let stats = stats.lock().unwrap();
+        assert_eq!(stats.len(), 1);
+        assert_eq!((stats[0].jobs, stats[0].texts), (2, 2));
+    }
+
+    #[test]
+    fn a_panicking_batch_fails_alone() {
+        let gate = Gated::build(true, Some("boom"));
+        let r = router(gate.clone());
+        let batcher = Batcher::start(r.clone(), BatchOptions::default(), None);
+        let bad = batcher
+            .submit(Query::text("boom").unwrap(), r.policy().clone())
+            .unwrap();
+        let e = block_on(bad).unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        let good = batcher
+            .submit(
+                Query::text("hello there friend").unwrap(),
+                r.policy().clone(),
+            )
+            .unwrap();
+        assert_eq!(block_on(good).unwrap().tier, "small");
+    }
+
+    #[test]
+    fn conversations_blend_earlier_turns() {
+        let rule = ContextRule {
+            turns: 2,
+            weight: 0.5,
+        };
+        let q = Query::conversation(&["a b", "  ", "c d", "e f", "now?"], rule).unwrap();
+        let parts: Vec<(&str, f32)> = q.parts().iter().map(|(t, w)| (t.as_str(), *w)).collect();
+        assert_eq!(parts, vec![("now?", 1.0), ("e f", 0.25), ("c d", 0.25)]);
+        let alone = Query::conversation(
+            &["a b", "now?"],
+            ContextRule {
+                turns: 0,
+                weight: 0.5,
+            },
+        )
+        .unwrap();
+        assert_eq!(alone.parts().len(), 1);
+        assert!(matches!(
+            Query::conversation(&["", " "], rule),
+            Err(Error::EmptyQuery)
+        ));
+        assert!(matches!(Query::text(" \n"), Err(Error::EmptyQuery)));
+
+        // A vague follow-up takes the route of the conversation it continues.
+        let gate = Gated::new(true);
+        let r = router(gate);
+        let batcher = Batcher::start(r.clone(), BatchOptions::default(), None);
+        let route = |q: Query| block_on(batcher.submit(q, r.policy().clone()).unwrap()).unwrap();
+        let follow_up = "and rigorously";
+        assert_eq!(
+            route(Query::text(follow_up).unwrap()).tier,
+            "large",
+            "out of distribution: fallback"
+        );
+        let hello = ["hello there friend", follow_up];
+        let d = route(Query::conversation(&hello, rule).unwrap());
+        assert_eq!(d.tier, "small");
+        assert_eq!(d.neighbors[0].id.as_deref(), Some("hi"));
+        // The combined vector is unit length and sits between the turns.
+        let v = q.combine(&[words("now?"), words("e f"), words("c d")]);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn dropping_the_handle_stops_the_thread() {
+        let gate = Gated::new(true);
+        let r = router(gate);
+        let batcher = Batcher::start(r.clone(), BatchOptions::default(), None);
+        let p = batcher
+            .submit(Query::text("hello").unwrap(), r.policy().clone())
+            .unwrap();
+        drop(batcher);
+        // Jobs queued before the drop are still answered.
+        block_on(p).unwrap();
+        // The thread held the only other reference to the router; it goes away with it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&r) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(Arc::strong_count(&r), 1);
+    }
+}

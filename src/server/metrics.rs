@@ -1,0 +1,183 @@
+//! Prometheus metrics: requests by endpoint and status, decisions by tier, route latency,
+//! batch sizes, queue depth, upstream latency and errors by tier, indexed examples. One
+//! registry per server (tests run several servers in one process), rendered at `/metrics`.
+
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use super::AppState;
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    decisions: IntCounterVec,
+    route_seconds: Histogram,
+    batch_size: Histogram,
+    embed_seconds: Histogram,
+    pub(crate) queue_depth: IntGauge,
+    upstream_seconds: HistogramVec,
+    upstream_errors: IntCounterVec,
+    pub(crate) examples: IntGauge,
+    pub(crate) ready: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "model_router_http_requests_total",
+                "HTTP requests by endpoint and status.",
+            ),
+            &["endpoint", "status"],
+        )
+        .expect("valid metric");
+        let decisions = IntCounterVec::new(
+            Opts::new("model_router_decisions_total", "Routing decisions by tier."),
+            &["tier"],
+        )
+        .expect("valid metric");
+        let route_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "model_router_route_seconds",
+                "Time to a routing decision: queueing, embedding and the vote.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56,
+            ]),
+        )
+        .expect("valid metric");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "model_router_batch_size",
+                "Queries embedded per forward pass.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )
+        .expect("valid metric");
+        let embed_seconds = Histogram::with_opts(
+            HistogramOpts::new("model_router_embed_seconds", "Time per forward pass.").buckets(
+                vec![
+                    0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28,
+                ],
+            ),
+        )
+        .expect("valid metric");
+        let queue_depth = IntGauge::new(
+            "model_router_queue_depth",
+            "Queries waiting for the embedder.",
+        )
+        .expect("valid metric");
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "model_router_upstream_seconds",
+                "Time from sending a request upstream to its response headers, by tier.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["tier"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "model_router_upstream_errors_total",
+                "Upstream failures by tier and kind (connect, timeout, status_5xx, stream).",
+            ),
+            &["tier", "kind"],
+        )
+        .expect("valid metric");
+        let examples = IntGauge::new("model_router_examples", "Indexed labeled examples.")
+            .expect("valid metric");
+        let ready = IntGauge::new(
+            "model_router_ready",
+            "1 once the model and index are loaded.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decisions.clone()),
+            Box::new(route_seconds.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(embed_seconds.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(upstream_seconds.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(examples.clone()),
+            Box::new(ready.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            decisions,
+            route_seconds,
+            batch_size,
+            embed_seconds,
+            queue_depth,
+            upstream_seconds,
+            upstream_errors,
+            examples,
+            ready,
+        }
+    }
+
+    pub fn decision(&self, tier: &str, took: Duration) {
+        self.decisions.with_label_values(&[tier]).inc();
+        self.route_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn batch(&self, stats: crate::batcher::BatchStats) {
+        self.batch_size.observe(stats.jobs as f64);
+        self.embed_seconds.observe(stats.embed.as_secs_f64());
+    }
+
+    pub fn upstream_ok(&self, tier: &str, took: Duration) {
+        self.upstream_seconds
+            .with_label_values(&[tier])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, tier: &str, kind: &str) {
+        self.upstream_errors.with_label_values(&[tier, kind]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding metrics into memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts every response by the route it matched (`other` for none) and its status.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let response = next.run(req).await;
+    state
+        .metrics()
+        .requests
+        .with_label_values(&[endpoint.as_str(), response.status().as_str()])
+        .inc();
+    response
+}

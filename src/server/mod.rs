@@ -1,0 +1,460 @@
+//! The HTTP server: a routing API (`POST /v1/route`), an OpenAI-compatible proxy
+//! (`POST /v1/chat/completions`, `GET /v1/models`), live examples (`POST /v1/examples`),
+//! `/healthz`, `/readyz` and `/metrics`.
+//!
+//! [`app`] builds the axum router over an [`AppState`] (for in-process tests), [`serve`] runs it
+//! on a listener until a shutdown future resolves, finishing in-flight requests and streams, and
+//! [`run`] is the blocking entry point of `model-router serve`: it binds first, loads the model
+//! and index in the background (`/readyz` says when they are in), and stops on SIGTERM/Ctrl-C.
+//! Handlers are thin: extract, one library call, respond; errors become responses only in
+//! [`error`]. This folder is the only place axum, reqwest and tokio appear.
+
+mod auth;
+pub mod error;
+pub mod metrics;
+mod proxy;
+mod route;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderName, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::batcher::{BatchObserver, BatchOptions, Batcher, ContextRule, Query};
+use crate::config::{Config, ServerConfig};
+use crate::error::{Error, Result};
+use crate::router::{Decision, Router};
+use crate::tier::Tiers;
+use crate::vote::Policy;
+
+pub use error::{ApiError, ApiJson};
+pub use metrics::Metrics;
+
+/// The request id header: taken from the client if present, made up (UUID v4) otherwise,
+/// echoed on the response and recorded on every log line of the request.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    settings: ServerConfig,
+    tiers: Tiers,
+    /// Per tier (same index), the upstream that serves it, if any.
+    upstreams: Vec<Option<Arc<Upstream>>>,
+    /// Accepted bearer tokens; empty = no auth.
+    api_keys: Vec<String>,
+    examples_path: std::path::PathBuf,
+    engine: OnceLock<Engine>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    /// Serialises live additions: id check, append, index insert.
+    adding: tokio::sync::Mutex<()>,
+    /// Unix seconds at start, the `created` of `/v1/models` entries.
+    created: u64,
+}
+
+/// An upstream as the proxy uses it: the resolved URL and key.
+pub(crate) struct Upstream {
+    pub name: String,
+    pub chat_url: String,
+    /// The upstream's own key (from its `api_key_env`); never the client's.
+    pub api_key: Option<String>,
+    /// Time allowed until the response headers, and between two body chunks; `None` = no limit.
+    pub timeout: Option<Duration>,
+}
+
+/// The model and index, once loaded.
+pub(crate) struct Engine {
+    pub router: Arc<Router>,
+    pub batcher: Batcher,
+}
+
+impl AppState {
+    /// A state that is not ready yet (see [`AppState::set_router`]). `secret` looks up an
+    /// environment variable by name: the client keys (`server.api_keys_env`) and each
+    /// upstream's key (`api_key_env`) are read through it, once.
+    pub fn new(config: &Config, secret: impl Fn(&str) -> Option<String>) -> Result<AppState> {
+        let tiers = config.tiers()?;
+        let mut upstreams = Vec::with_capacity(tiers.len());
+        for tier in tiers.iter() {
+            let Some(name) = &tier.upstream else {
+                upstreams.push(None);
+                continue;
+            };
+            let u = config.upstreams.get(name).ok_or_else(|| {
+                Error::Config(format!(
+                    "tier `{}` names unknown upstream `{name}`",
+                    tier.name
+                ))
+            })?;
+            let api_key = match &u.api_key_env {
+                Some(var) => {
+                    let key = secret(var).filter(|k| !k.trim().is_empty());
+                    if key.is_none() {
+                        tracing::warn!(upstream = %name, var = %var, "the upstream's key variable is unset: requests go without Authorization");
+                    }
+                    key.map(|k| k.trim().to_string())
+                }
+                None => None,
+            };
+            upstreams.push(Some(Arc::new(Upstream {
+                name: name.clone(),
+                chat_url: format!("{}/chat/completions", u.base_url.trim_end_matches('/')),
+                api_key,
+                timeout: (u.timeout_secs > 0).then(|| Duration::from_secs(u.timeout_secs)),
+            })));
+        }
+        let api_keys: Vec<String> = match &config.server.api_keys_env {
+            Some(var) => {
+                let keys: Vec<String> = secret(var)
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .collect();
+                if keys.is_empty() {
+                    tracing::warn!(var = %var, "server.api_keys_env names an unset or empty variable: the API is open and /v1/examples is disabled");
+                }
+                keys
+            }
+            None => Vec::new(),
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| Error::Config(format!("the HTTP client cannot start: {e}")))?;
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(AppState(Arc::new(Shared {
+            settings: config.server.clone(),
+            tiers,
+            upstreams,
+            api_keys,
+            examples_path: config.routing.examples.clone(),
+            engine: OnceLock::new(),
+            metrics: Arc::new(Metrics::new()),
+            client,
+            adding: tokio::sync::Mutex::new(()),
+            created,
+        })))
+    }
+
+    /// [`AppState::new`] with secrets from the process environment.
+    pub fn from_env(config: &Config) -> Result<AppState> {
+        Self::new(config, |var| std::env::var(var).ok())
+    }
+
+    /// Makes the state ready: starts the batching thread over the router. Returns false (and
+    /// changes nothing) if it was ready already.
+    pub fn set_router(&self, router: Arc<Router>) -> bool {
+        let s = &self.0.settings;
+        let options = BatchOptions {
+            max_size: s.batch_max_size,
+            max_wait: Duration::from_millis(s.batch_max_wait_ms),
+            capacity: s.queue_capacity,
+        };
+        let metrics = self.0.metrics.clone();
+        let observer: BatchObserver = Arc::new(move |stats| metrics.batch(stats));
+        let mut fresh = false;
+        self.0.engine.get_or_init(|| {
+            fresh = true;
+            Engine {
+                batcher: Batcher::start(router.clone(), options, Some(observer)),
+                router: router.clone(),
+            }
+        });
+        if fresh {
+            self.0.metrics.examples.set(router.len() as i64);
+            self.0.metrics.ready.set(1);
+        }
+        fresh
+    }
+
+    /// A ready state in one call.
+    pub fn with_router(self, router: Arc<Router>) -> AppState {
+        self.set_router(router);
+        self
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.engine.get().is_some()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub(crate) fn settings(&self) -> &ServerConfig {
+        &self.0.settings
+    }
+
+    pub(crate) fn tiers(&self) -> &Tiers {
+        &self.0.tiers
+    }
+
+    pub(crate) fn upstream(&self, tier: usize) -> Option<&Arc<Upstream>> {
+        self.0.upstreams.get(tier).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.0.client
+    }
+
+    pub(crate) fn engine(&self) -> std::result::Result<&Engine, ApiError> {
+        self.0.engine.get().ok_or_else(|| {
+            ApiError::unavailable(
+                "not_ready",
+                "the model and index are still loading: retry shortly",
+            )
+        })
+    }
+
+    pub(crate) fn context_rule(&self) -> ContextRule {
+        ContextRule {
+            turns: self.0.settings.context_turns,
+            weight: self.0.settings.context_weight,
+        }
+    }
+
+    /// Routes a query through the batcher, with the configured policy or another quality
+    /// target.
+    pub(crate) async fn decide(
+        &self,
+        query: Query,
+        quality_target: Option<f32>,
+    ) -> std::result::Result<Decision, ApiError> {
+        let engine = self.engine()?;
+        let mut policy: Policy = engine.router.policy().clone();
+        if let Some(q) = quality_target {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(ApiError::bad_request(
+                    "invalid_quality_target",
+                    format!("quality_target must be in [0, 1], got {q}"),
+                ));
+            }
+            policy.quality_target = q;
+        }
+        let started = Instant::now();
+        let decision = engine.batcher.submit(query, policy)?.await?;
+        self.0.metrics.decision(&decision.tier, started.elapsed());
+        Ok(decision)
+    }
+}
+
+/// The HTTP API over a state. Routes under `/v1` need a bearer key when keys are configured;
+/// `/healthz`, `/readyz` and `/metrics` are always open.
+pub fn app(state: AppState) -> axum::Router {
+    let api = axum::Router::new()
+        .route("/v1/route", post(route::route))
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/models", get(route::models))
+        .route("/v1/examples", post(route::add_examples))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    let open = axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics));
+    let limit = state.settings().body_limit_bytes;
+    api.merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
+                    tracing::info!(status = res.status().as_u16(), ms = latency.as_secs_f64() * 1e3, "response");
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.engine() {
+        Ok(engine) => axum::Json(serde_json::json!({
+            "status": "ready",
+            "examples": engine.router.len(),
+            "index": engine.router.index_kind(),
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    if let Ok(engine) = state.engine() {
+        state
+            .metrics()
+            .queue_depth
+            .set(engine.batcher.queued() as i64);
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found(
+        "no such endpoint: see GET /v1/models, POST /v1/route, POST /v1/chat/completions",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests and streams finish, for at most `server.shutdown_grace_secs`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(state.settings().shutdown_grace_secs);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping_tx.send(());
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = async move {
+            if stopping_rx.await.is_err() {
+                // The server ended by itself; its own branch completes.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over: dropping the connections still open");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// `model-router serve`: binds `server.bind`, calls `listening` with the bound address, loads
+/// the router with `load` on a blocking thread (the API answers 503 `not_ready` meanwhile) and
+/// serves until SIGTERM/Ctrl-C. A failed load stops the server with that error.
+pub fn run(
+    config: &Config,
+    load: impl FnOnce() -> Result<Router> + Send + 'static,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("model-router-http")
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let result = runtime.block_on(async {
+        let bind = &config.server.bind;
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|e| Error::io(format!("binding {bind}"), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the bound address", e))?;
+        listening(addr);
+        let state = AppState::from_env(config)?;
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
+        let loading = state.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match tokio::task::spawn_blocking(load).await {
+                Ok(Ok(router)) => {
+                    tracing::info!(
+                        examples = router.len(),
+                        index = router.index_kind(),
+                        secs = started.elapsed().as_secs_f32(),
+                        "ready"
+                    );
+                    loading.set_router(Arc::new(router));
+                }
+                Ok(Err(e)) => {
+                    let _ = failed_tx.send(e);
+                }
+                Err(e) => {
+                    let _ = failed_tx.send(Error::Model(format!("loading panicked: {e}")));
+                }
+            }
+        });
+        let (error_tx, error_rx) = tokio::sync::oneshot::channel::<Error>();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                Ok(e) = failed_rx => { let _ = error_tx.send(e); }
+            }
+        };
+        serve(listener, state, shutdown)
+            .await
+            .map_err(|e| Error::io("serving HTTP", e))?;
+        match error_rx.await {
+            Ok(e) => Err(e),
+            Err(_) => Ok(()),
+        }
+    });
+    // A load still running (interrupted start) must not hold the process up.
+    runtime.shutdown_background();
+    result
+}

@@ -1,0 +1,410 @@
+//! OpenAI-compatible forwarding: `POST /v1/chat/completions`.
+//!
+//! `model: "auto"` routes the chat (latest user turn, earlier ones as context); a tier name
+//! forces that tier; a tier's concrete model name passes through to that tier's upstream;
+//! anything else is a 400. The body is kept as raw JSON members in order and only `model` is
+//! rewritten, so every other field (tools, temperature, response_format...) reaches the
+//! upstream byte for byte. The upstream gets its own key, never the client's. The response,
+//! streamed or not, is relayed chunk by chunk as it arrives, with `x-router-tier`,
+//! `x-router-model` and `x-router-confidence`. A connect error, a timeout or a 5xx before the
+//! first byte moves to the next tier up when `server.retry_next_tier` is set, and is otherwise a
+//! fast 502/504.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::route::{conversation, decision_headers, Message};
+use super::{ApiError, ApiJson, AppState, Metrics, Upstream};
+
+/// A JSON object kept as its members' raw text, in their order.
+#[derive(Debug)]
+pub struct RawObject(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push(member);
+                }
+                Ok(RawObject(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+impl RawObject {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// The object with `model` set (first, if it was missing), every other member unchanged.
+    fn with_model(&self, model: &str) -> Vec<u8> {
+        let model = serde_json::to_string(model).expect("a string serializes");
+        let mut out = String::with_capacity(
+            64 + self
+                .0
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>(),
+        );
+        out.push('{');
+        let mut first = true;
+        let mut put = |out: &mut String, key: &str, value: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+            out.push(':');
+            out.push_str(value);
+        };
+        if self.get("model").is_none() {
+            put(&mut out, "model", &model);
+        }
+        for (k, v) in &self.0 {
+            put(&mut out, k, if k == "model" { &model } else { v.get() });
+        }
+        out.push('}');
+        out.into_bytes()
+    }
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RawObject>,
+) -> Result<Response, ApiError> {
+    let model: String = match body.get("model") {
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_model",
+                "`model` is required: use `auto` to let the router choose",
+            ))
+        }
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|_| ApiError::bad_request("invalid_model", "`model` must be a string"))?,
+    };
+    let stream = body
+        .get("stream")
+        .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok())
+        .unwrap_or(false);
+    let tiers = state.tiers();
+    let (tier, confidence) = if model == "auto" {
+        let messages: Vec<Message> = match body.get("messages") {
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_messages",
+                    format!("`messages` is not a list of chat messages: {e}"),
+                )
+            })?,
+            None => {
+                return Err(ApiError::bad_request(
+                    "missing_query",
+                    "`messages` is required",
+                ))
+            }
+        };
+        let query = conversation(&messages, state.context_rule())?;
+        let d = state.decide(query, quality_target(&headers)?).await?;
+        let tier = tiers
+            .position(&d.tier)
+            .ok_or_else(|| ApiError::internal(format!("decided on unknown tier {}", d.tier)))?;
+        (tier, d.confidence)
+    } else if let Some(tier) = tiers.position(&model) {
+        (tier, 1.0)
+    } else if let Some(tier) = tiers.iter().position(|t| t.model == model) {
+        (tier, 1.0)
+    } else {
+        let names = tiers.names().join(", ");
+        let models: Vec<&str> = tiers.iter().map(|t| t.model.as_str()).collect();
+        return Err(ApiError::bad_request(
+            "model_not_found",
+            format!("the model `{model}` is not served here: use `auto`, a tier ({names}) or a tier's model ({})", models.join(", ")),
+        ));
+    };
+    forward(&state, &body, tier, confidence, stream).await
+}
+
+/// `x-router-quality-target: 0.5` overrides the quality target for this request (the OpenAI
+/// body has no field for it).
+fn quality_target(headers: &HeaderMap) -> Result<Option<f32>, ApiError> {
+    match headers.get("x-router-quality-target") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<f32>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_quality_target",
+                    "x-router-quality-target must be a number in [0, 1]",
+                )
+            }),
+    }
+}
+
+/// Why an upstream attempt failed before its first byte.
+enum Failure {
+    Connect(String),
+    Timeout(Duration),
+    Status(StatusCode),
+    Request(String),
+}
+
+impl Failure {
+    fn kind(&self) -> &'static str {
+        match self {
+            Failure::Connect(_) => "connect",
+            Failure::Timeout(_) => "timeout",
+            Failure::Status(_) => "status_5xx",
+            Failure::Request(_) => "request",
+        }
+    }
+
+    fn into_api(self, tier: &str, upstream: &str) -> ApiError {
+        match self {
+            Failure::Connect(_) => ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("upstream `{upstream}` (tier `{tier}`) cannot be reached"),
+            ),
+            Failure::Timeout(t) => ApiError::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "upstream `{upstream}` (tier `{tier}`) did not answer within {}s",
+                    t.as_secs()
+                ),
+            ),
+            Failure::Status(s) => ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("upstream `{upstream}` (tier `{tier}`) answered {s}"),
+            ),
+            Failure::Request(_) => ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the request to upstream `{upstream}` (tier `{tier}`) failed"),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Connect(e) | Failure::Request(e) => f.write_str(e),
+            Failure::Timeout(t) => write!(f, "no response headers within {t:?}"),
+            Failure::Status(s) => write!(f, "status {s}"),
+        }
+    }
+}
+
+/// Sends to the chosen tier's upstream, climbing to the next tier with an upstream on a
+/// failure before the first byte when `retry_next_tier` is set.
+async fn forward(
+    state: &AppState,
+    body: &RawObject,
+    chosen: usize,
+    confidence: f32,
+    stream: bool,
+) -> Result<Response, ApiError> {
+    let tiers = state.tiers();
+    let mut tier = chosen;
+    loop {
+        let name = &tiers[tier].name;
+        let Some(upstream) = state.upstream(tier) else {
+            return Err(ApiError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "no_upstream",
+                format!("tier `{name}` has no upstream: it can be routed to but not forwarded"),
+            ));
+        };
+        let model = &tiers[tier].model;
+        match send(state, upstream, body.with_model(model), stream).await {
+            Ok((response, took)) => {
+                state.metrics().upstream_ok(name, took);
+                let mut headers = decision_headers(name, model, confidence);
+                if tier != chosen {
+                    if let Ok(v) = HeaderValue::from_str(&tiers[chosen].name) {
+                        headers.insert("x-router-fallback-from", v);
+                    }
+                }
+                tracing::info!(tier = %name, model = %model, status = %response.status(), upstream_ms = took.as_millis() as u64, "forwarded");
+                return Ok(relay(
+                    response,
+                    headers,
+                    upstream,
+                    state.0.metrics.clone(),
+                    name,
+                ));
+            }
+            Err(failure) => {
+                state.metrics().upstream_error(name, failure.kind());
+                tracing::warn!(tier = %name, upstream = %upstream.name, error = %failure, "upstream failed before the first byte");
+                let next = state
+                    .settings()
+                    .retry_next_tier
+                    .then(|| (tier + 1..tiers.len()).find(|&t| state.upstream(t).is_some()))
+                    .flatten();
+                match next {
+                    Some(up) => tier = up,
+                    None => return Err(failure.into_api(name, &upstream.name)),
+                }
+            }
+        }
+    }
+}
+
+/// One attempt, up to the response headers. A 5xx is a failure; other statuses (a 400 or 429
+/// from the upstream) are the upstream's answer and go back to the client as they are.
+async fn send(
+    state: &AppState,
+    upstream: &Upstream,
+    body: Vec<u8>,
+    stream: bool,
+) -> Result<(reqwest::Response, Duration), Failure> {
+    let mut request = state
+        .client()
+        .post(&upstream.chat_url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body);
+    if stream {
+        request = request.header(ACCEPT, "text/event-stream");
+    }
+    if let Some(key) = &upstream.api_key {
+        request = request.bearer_auth(key);
+    }
+    let started = Instant::now();
+    let sent = request.send();
+    let result = match upstream.timeout {
+        Some(t) => tokio::time::timeout(t, sent)
+            .await
+            .map_err(|_| Failure::Timeout(t))?,
+        None => sent.await,
+    };
+    let response = result.map_err(|e| {
+        if e.is_connect() {
+            Failure::Connect(e.to_string())
+        } else if e.is_timeout() {
+            Failure::Timeout(upstream.timeout.unwrap_or_default())
+        } else {
+            Failure::Request(e.to_string())
+        }
+    })?;
+    if response.status().is_server_error() {
+        return Err(Failure::Status(response.status()));
+    }
+    Ok((response, started.elapsed()))
+}
+
+/// Upstream response headers worth passing on (hop-by-hop and length headers are not: the body
+/// is relayed as a stream).
+fn forwardable(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "content-type" | "cache-control" | "retry-after")
+        || n.starts_with("openai-")
+        || n.starts_with("x-ratelimit-")
+}
+
+/// The client's response: the upstream's status and useful headers, our `x-router-*` headers,
+/// and the body relayed chunk by chunk (never collected), each chunk within the upstream's
+/// timeout of the previous one.
+fn relay(
+    response: reqwest::Response,
+    mut headers: HeaderMap,
+    upstream: &Upstream,
+    metrics: Arc<Metrics>,
+    tier: &str,
+) -> Response {
+    let status = response.status();
+    for (name, value) in response.headers() {
+        if forwardable(name) {
+            headers.append(name.clone(), value.clone());
+        } else if name.as_str() == "x-request-id" {
+            headers.insert("x-upstream-request-id", value.clone());
+        }
+    }
+    let body = Body::from_stream(chunks(
+        response,
+        upstream.timeout,
+        metrics,
+        tier.to_string(),
+    ));
+    (status, headers, body).into_response()
+}
+
+fn chunks(
+    response: reqwest::Response,
+    idle: Option<Duration>,
+    metrics: Arc<Metrics>,
+    tier: String,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold(Some(response.bytes_stream()), move |upstream| {
+        let metrics = metrics.clone();
+        let tier = tier.clone();
+        async move {
+            let mut upstream = upstream?;
+            let next: Option<Result<Bytes, String>> = match idle {
+                Some(t) => match tokio::time::timeout(t, upstream.next()).await {
+                    Ok(next) => next.map(|r| r.map_err(|e| e.to_string())),
+                    Err(_) => Some(Err(format!("no data for {}s", t.as_secs()))),
+                },
+                None => upstream.next().await.map(|r| r.map_err(|e| e.to_string())),
+            };
+            match next {
+                None => None,
+                Some(Ok(bytes)) => Some((Ok(bytes), Some(upstream))),
+                Some(Err(e)) => {
+                    // Headers are gone already: all we can do is cut the response short, which
+                    // the client sees as an incomplete body.
+                    metrics.upstream_error(&tier, "stream");
+                    tracing::warn!(tier = %tier, error = %e, "upstream body failed mid-way");
+                    Some((Err(std::io::Error::other(e)), None))
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_model_changes() {
+        let text = r#"{"messages":[{"role":"user","content":"hi"}], "model" : "auto","temperature":0.70,"n":12345678901234567890123,"tools":[{"type":"function"}]}"#;
+        let body: RawObject = serde_json::from_str(text).unwrap();
+        let out = String::from_utf8(body.with_model("gpt-x")).unwrap();
+        assert_eq!(
+            out,
+            r#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-x","temperature":0.70,"n":12345678901234567890123,"tools":[{"type":"function"}]}"#
+        );
+        let body: RawObject = serde_json::from_str(r#"{"a":1}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(body.with_model("m")).unwrap(),
+            r#"{"model":"m","a":1}"#
+        );
+        assert!(serde_json::from_str::<RawObject>("[1]").is_err());
+    }
+}

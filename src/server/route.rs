@@ -1,0 +1,230 @@
+//! The routing API: `POST /v1/route` (a query or a chat, answered with the full decision),
+//! `GET /v1/models` (`auto` and the tiers, in OpenAI's list format) and `POST /v1/examples`
+//! (validated, persisted atomically, then routable without a restart). Also the reading of
+//! OpenAI-style `messages` into a [`Query`], shared with the proxy.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::{auth, ApiError, ApiJson, AppState};
+use crate::batcher::{ContextRule, Query};
+use crate::corpus::{append_examples, parse_examples};
+use crate::error::Error;
+use crate::router::Decision;
+
+/// `POST /v1/route` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRequest {
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
+    /// Overrides `routing.quality_target` for this request, in [0, 1].
+    #[serde(default)]
+    quality_target: Option<f32>,
+}
+
+/// One chat message as far as routing cares; other fields (name, tool calls...) are ignored.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// A message's content: a string or a list of parts, of which only text parts are read.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl Message {
+    fn text(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter(|p| p.kind == "text")
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// The routing query of a chat: its latest user turn, with earlier user turns as context
+/// (see [`Query::conversation`]). System, assistant and tool messages are not read.
+pub fn conversation(messages: &[Message], rule: ContextRule) -> Result<Query, ApiError> {
+    let turns: Vec<String> = messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(Message::text)
+        .collect();
+    Query::conversation(&turns, rule).map_err(|_| {
+        ApiError::bad_request(
+            "missing_query",
+            "`messages` has no user message with text to route on",
+        )
+    })
+}
+
+/// The `x-router-*` headers of a decision.
+pub fn decision_headers(tier: &str, model: &str, confidence: f32) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    // Tier and model names come from the config; a name that is not a valid header value is
+    // left out rather than failing the request.
+    if let Ok(v) = HeaderValue::from_str(tier) {
+        h.insert("x-router-tier", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(model) {
+        h.insert("x-router-model", v);
+    }
+    h.insert(
+        "x-router-confidence",
+        HeaderValue::from_str(&format!("{confidence:.4}")).expect("a number is a header value"),
+    );
+    h
+}
+
+pub async fn route(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RouteRequest>,
+) -> Result<Response, ApiError> {
+    let query = match (req.query, req.messages) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "ambiguous_query",
+                "give `query` or `messages`, not both",
+            ))
+        }
+        (Some(q), None) => Query::text(&q)?,
+        (None, Some(messages)) => conversation(&messages, state.context_rule())?,
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_query",
+                "the body needs `query` (a string) or `messages` (an OpenAI-style chat)",
+            ))
+        }
+    };
+    let d: Decision = state.decide(query, req.quality_target).await?;
+    Ok((decision_headers(&d.tier, &d.model, d.confidence), Json(d)).into_response())
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let created = state.0.created;
+    let entry = |id: &str, model: Option<&str>| {
+        serde_json::json!({
+            "id": id,
+            "object": "model",
+            "created": created,
+            "owned_by": "model-router",
+            "upstream_model": model,
+        })
+    };
+    let mut data = vec![entry("auto", None)];
+    data.extend(state.tiers().iter().map(|t| entry(&t.name, Some(&t.model))));
+    Json(serde_json::json!({"object": "list", "data": data}))
+}
+
+/// `POST /v1/examples` body: examples in the examples-file format.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddExamples {
+    examples: Vec<serde_json::Value>,
+}
+
+pub async fn add_examples(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<AddExamples>,
+) -> Result<Response, ApiError> {
+    if !auth::has_keys(&state) {
+        return Err(ApiError::forbidden(
+            "examples_disabled",
+            "adding examples needs client API keys: set the variable that server.api_keys_env names",
+        ));
+    }
+    let engine = state.engine()?;
+    if body.examples.is_empty() {
+        return Err(ApiError::bad_request("no_examples", "`examples` is empty"));
+    }
+    // One JSON object per line, so the file format's validation (and its line numbers, here
+    // positions in the list) applies unchanged.
+    let lines: Vec<String> = body.examples.iter().map(|v| v.to_string()).collect();
+    let _one_at_a_time = state.0.adding.lock().await;
+    let examples = parse_examples(&lines.join("\n"), state.tiers(), &engine.router.ids()).map_err(
+        |errors| Error::InvalidLines {
+            source_name: "`examples` (line N = the Nth example)".into(),
+            errors,
+        },
+    )?;
+    let added = examples.len();
+    // Persisted first: once the client hears 201 the examples survive a restart.
+    let path = state.0.examples_path.clone();
+    let copy = examples.clone();
+    tokio::task::spawn_blocking(move || append_examples(&path, &copy))
+        .await
+        .map_err(ApiError::internal)??;
+    // Embedding happens outside the index lock: routing goes on meanwhile.
+    let router = engine.router.clone();
+    tokio::task::spawn_blocking(move || router.add(examples))
+        .await
+        .map_err(ApiError::internal)??;
+    let total = engine.router.len();
+    state.metrics().examples.set(total as i64);
+    tracing::info!(added, total, "examples added");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"added": added, "examples": total})),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_on_user_turns_only() {
+        let messages: Vec<Message> = serde_json::from_value(serde_json::json!([
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "an answer", "tool_calls": []},
+            {"role": "user", "content": [
+                {"type": "text", "text": "look at"},
+                {"type": "image_url", "image_url": {"url": "http://x"}},
+                {"type": "text", "text": "this"}
+            ]},
+            {"role": "tool", "content": "tool output", "tool_call_id": "t1"}
+        ]))
+        .unwrap();
+        let rule = ContextRule {
+            turns: 1,
+            weight: 0.5,
+        };
+        let q = conversation(&messages, rule).unwrap();
+        let texts: Vec<&str> = q.parts().iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(texts, ["look at\nthis", "first question"]);
+        let only_system: Vec<Message> =
+            serde_json::from_value(serde_json::json!([{"role": "system", "content": "x"}]))
+                .unwrap();
+        assert_eq!(
+            conversation(&only_system, rule).unwrap_err().code,
+            "missing_query"
+        );
+    }
+}
