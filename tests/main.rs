@@ -7,4 +7,6 @@ mod cli;
 mod default_set;
 mod embedding;
 mod eval_data;
+mod server;
+mod server_upstream;
 mod util;

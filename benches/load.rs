@@ -1,0 +1,252 @@
+//! Load benchmark of the HTTP server on loopback: routes/s and p50/p99 latency of
+//! `POST /v1/route` at concurrency 1, 8 and 64 for short queries, with batching on
+//! (`batch_max_size = 32`) and off (`batch_max_size = 1`); then the forwarding overhead: p50 of
+//! `POST /v1/chat/completions` through the router, minus the decision time, against the same
+//! local upstream called directly.
+//!
+//! Run: `cargo bench --bench load` (env: `LOAD_SECS` seconds per point, default 5;
+//! `LOAD_CONCURRENCY` e.g. `1,8,64`; `ROUTER_DEVICE` as for the CLI). It uses the default
+//! config and examples (`data/router.toml`), the real model, an in-process server started with
+//! `model_router::server::serve`, and an in-process closed-loop client: C tasks each send a
+//! request as soon as their previous one is answered. Client, server and the embedding thread
+//! share the machine's cores, as they would on a small host.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use model_router::config::{Config, Overrides, UpstreamConfig};
+use model_router::embed::{load_embedder, Embedder};
+use model_router::router::Router;
+use model_router::server::{serve, AppState};
+
+/// Short queries (≤ 16 tokens) from benches/texts.json, cycled through.
+fn queries() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/texts.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("benches/texts.json")).unwrap();
+    let texts = v["batch"].as_array().unwrap();
+    let tokens = v["batch_tokens"].as_array().unwrap();
+    let short: Vec<String> = texts
+        .iter()
+        .zip(tokens)
+        .filter(|(_, n)| n.as_u64().unwrap() <= 16)
+        .map(|(t, _)| t.as_str().unwrap().to_string())
+        .collect();
+    assert!(short.len() >= 8, "enough short queries in texts.json");
+    short
+}
+
+/// An instant OpenAI-style upstream: a fixed small completion.
+async fn start_upstream() -> String {
+    async fn answer(_body: Bytes) -> axum::response::Response {
+        let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#;
+        axum::response::IntoResponse::into_response(([("content-type", "application/json")], body))
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+fn config(upstream: &str, batch: usize) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/router.toml");
+    let overrides = Overrides {
+        device: std::env::var("ROUTER_DEVICE").ok(),
+        ..Overrides::default()
+    };
+    let mut c = Config::load(&path, &overrides).expect("data/router.toml");
+    c.server.api_keys_env = None;
+    c.server.batch_max_size = batch;
+    c.upstreams.clear();
+    c.upstreams.insert(
+        "local".into(),
+        UpstreamConfig {
+            base_url: upstream.into(),
+            api_key_env: None,
+            timeout_secs: 30,
+        },
+    );
+    for t in &mut c.tiers {
+        t.upstream = Some("local".into());
+    }
+    c
+}
+
+struct Server {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_server(config: &Config, router: Arc<Router>) -> Server {
+    let state = AppState::new(config, |_| None).unwrap().with_router(router);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    Server { url, stop }
+}
+
+/// Latencies of a closed loop: `concurrency` tasks sending `make(i)` to `url` for `secs`.
+/// Returns (requests per second, sorted latencies).
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    concurrency: usize,
+    secs: f64,
+    make: Arc<dyn Fn(usize) -> String + Send + Sync>,
+) -> (f64, Vec<Duration>) {
+    // Warm-up: open the connections and fill the caches.
+    let warm = Instant::now() + Duration::from_secs_f64((secs / 5.0).min(1.0));
+    let run = |until: Instant| {
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|w| {
+                let client = client.clone();
+                let url = url.to_string();
+                let make = make.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut i = w;
+                    while Instant::now() < until {
+                        let started = Instant::now();
+                        let r = client.post(&url).body(make(i)).send().await.unwrap();
+                        assert!(r.status().is_success(), "{}", r.status());
+                        r.bytes().await.unwrap();
+                        latencies.push(started.elapsed());
+                        i += concurrency;
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        async move {
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        }
+    };
+    run(warm).await;
+    let started = Instant::now();
+    let mut all = run(started + Duration::from_secs_f64(secs)).await;
+    let took = started.elapsed().as_secs_f64();
+    all.sort();
+    (all.len() as f64 / took, all)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn main() {
+    let secs: f64 = std::env::var("LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let levels: Vec<usize> = std::env::var("LOAD_CONCURRENCY")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().parse().unwrap()).collect())
+        .unwrap_or_else(|| vec![1, 8, 64]);
+    let queries = Arc::new(queries());
+
+    // Server and client on separate runtimes, two workers each.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = server_rt.block_on(start_upstream());
+    let base = config(&upstream, 32);
+    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(&base).expect("the model loads"));
+    eprintln!(
+        "building the router over {} ...",
+        base.routing.examples.display()
+    );
+    let router = Arc::new(Router::from_config(&base, embedder, &|_, _| {}).unwrap());
+    eprintln!(
+        "{} examples, {} index, {} short queries, {secs} s per point",
+        router.len(),
+        router.index_kind(),
+        queries.len()
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+
+    println!("| batching | concurrency | routes/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut at_top = Vec::new();
+    for (label, batch) in [("on (max 32)", 32), ("off (batch-1)", 1)] {
+        let server = server_rt.block_on(start_server(&config(&upstream, batch), router.clone()));
+        for &c in &levels {
+            let q = queries.clone();
+            let make: Arc<dyn Fn(usize) -> String + Send + Sync> =
+                Arc::new(move |i| serde_json::json!({"query": q[i % q.len()]}).to_string());
+            let url = format!("{}/v1/route", server.url);
+            let (rps, lat) = client_rt.block_on(closed_loop(&client, &url, c, secs, make));
+            println!(
+                "| {label} | {c} | {rps:.0} | {:.1} | {:.1} |",
+                pct(&lat, 0.5),
+                pct(&lat, 0.99)
+            );
+            if c == *levels.last().unwrap() {
+                at_top.push(rps);
+            }
+        }
+        let _ = server.stop.send(());
+    }
+    if at_top.len() == 2 {
+        println!(
+            "\nbatching speed-up at concurrency {}: {:.2}x",
+            levels.last().unwrap(),
+            at_top[0] / at_top[1]
+        );
+    }
+
+    // Forwarding overhead, at concurrency 1.
+    let server = server_rt.block_on(start_server(&base, router.clone()));
+    let q = queries.clone();
+    let chat = move |model: &'static str| -> Arc<dyn Fn(usize) -> String + Send + Sync> {
+        let q = q.clone();
+        Arc::new(move |i| {
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": q[i % q.len()]}], "temperature": 0.2})
+                .to_string()
+        })
+    };
+    let q = queries.clone();
+    let route: Arc<dyn Fn(usize) -> String + Send + Sync> =
+        Arc::new(move |i| serde_json::json!({"query": q[i % q.len()]}).to_string());
+    let p50 = |url: String, make| {
+        let (_, lat) = client_rt.block_on(closed_loop(&client, &url, 1, secs, make));
+        pct(&lat, 0.5)
+    };
+    let direct = p50(format!("{upstream}/chat/completions"), chat("small"));
+    let forced = p50(format!("{}/v1/chat/completions", server.url), chat("small"));
+    let auto = p50(format!("{}/v1/chat/completions", server.url), chat("auto"));
+    let decision = p50(format!("{}/v1/route", server.url), route);
+    println!("\n| path (concurrency 1) | p50 ms |");
+    println!("|---|---:|");
+    println!("| upstream called directly | {direct:.3} |");
+    println!("| through the router, explicit tier (no decision) | {forced:.3} |");
+    println!("| through the router, `auto` | {auto:.3} |");
+    println!("| `/v1/route` (the decision alone) | {decision:.3} |");
+    println!(
+        "\nforwarding overhead p50: explicit tier {:.3} ms; auto minus decision {:.3} ms",
+        forced - direct,
+        auto - decision - direct
+    );
+    let _ = server.stop.send(());
+}
