@@ -234,6 +234,9 @@ async fn route_returns_decisions_with_headers() {
     let confidence: f64 = header(&h, "x-router-confidence").parse().unwrap();
     assert!((confidence - d["confidence"].as_f64().unwrap()).abs() < 1e-3);
     assert_eq!(header(&h, "x-request-id").len(), 36, "a UUID");
+    let timing = header(&h, "server-timing");
+    let ms: f64 = timing.strip_prefix("route;dur=").unwrap().parse().unwrap();
+    assert!(ms > 0.0, "{timing}");
 
     let (_, _, d) = server.route(json!({"query": EASY})).await;
     assert_eq!(d["tier"], "small", "{d:#}");
@@ -447,6 +450,11 @@ async fn forwards_with_the_upstreams_key_and_the_body_untouched() {
     assert_eq!(header(&h, "x-router-model"), "test-large");
     assert!(header(&h, "x-router-confidence").parse::<f64>().unwrap() > 0.5);
     assert_eq!(header(&h, "x-upstream-request-id"), "upstream-req-1");
+    let timing = header(&h, "server-timing");
+    assert!(
+        timing.starts_with("route;dur=") && timing.contains(", upstream;dur="),
+        "{timing}"
+    );
     assert_eq!(header(&h, "openai-processing-ms"), "3");
     assert_eq!(answer["model"], "test-large");
     assert_eq!(
@@ -500,6 +508,10 @@ async fn explicit_tiers_and_concrete_models_skip_the_decision() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(header(&h, "x-router-tier"), "small");
     assert_eq!(header(&h, "x-router-confidence"), "1.0000");
+    assert!(
+        header(&h, "server-timing").starts_with("upstream;dur="),
+        "no decision was made"
+    );
     assert_eq!(small.received()[0].model, "test-small");
     let r = server
         .post("/v1/chat/completions", chat("test-medium"))

@@ -230,12 +230,12 @@ impl AppState {
     }
 
     /// Routes a query through the batcher, with the configured policy or another quality
-    /// target.
+    /// target. Also returns how long the decision took (queueing, embedding, vote).
     pub(crate) async fn decide(
         &self,
         query: Query,
         quality_target: Option<f32>,
-    ) -> std::result::Result<Decision, ApiError> {
+    ) -> std::result::Result<(Decision, Duration), ApiError> {
         let engine = self.engine()?;
         let mut policy: Policy = engine.router.policy().clone();
         if let Some(q) = quality_target {
@@ -249,8 +249,9 @@ impl AppState {
         }
         let started = Instant::now();
         let decision = engine.batcher.submit(query, policy)?.await?;
-        self.0.metrics.decision(&decision.tier, started.elapsed());
-        Ok(decision)
+        let took = started.elapsed();
+        self.0.metrics.decision(&decision.tier, took);
+        Ok((decision, took))
     }
 }
 

@@ -24,7 +24,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::route::{conversation, decision_headers, Message};
+use super::route::{conversation, decision_headers, server_timing, Message};
 use super::{ApiError, ApiJson, AppState, Metrics, Upstream};
 
 /// A JSON object kept as its members' raw text, in their order.
@@ -108,7 +108,7 @@ pub async fn chat_completions(
         .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok())
         .unwrap_or(false);
     let tiers = state.tiers();
-    let (tier, confidence) = if model == "auto" {
+    let (tier, confidence, decided_in) = if model == "auto" {
         let messages: Vec<Message> = match body.get("messages") {
             Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
                 ApiError::bad_request(
@@ -124,15 +124,15 @@ pub async fn chat_completions(
             }
         };
         let query = conversation(&messages, state.context_rule())?;
-        let d = state.decide(query, quality_target(&headers)?).await?;
+        let (d, took) = state.decide(query, quality_target(&headers)?).await?;
         let tier = tiers
             .position(&d.tier)
             .ok_or_else(|| ApiError::internal(format!("decided on unknown tier {}", d.tier)))?;
-        (tier, d.confidence)
+        (tier, d.confidence, Some(took))
     } else if let Some(tier) = tiers.position(&model) {
-        (tier, 1.0)
+        (tier, 1.0, None)
     } else if let Some(tier) = tiers.iter().position(|t| t.model == model) {
-        (tier, 1.0)
+        (tier, 1.0, None)
     } else {
         let names = tiers.names().join(", ");
         let models: Vec<&str> = tiers.iter().map(|t| t.model.as_str()).collect();
@@ -141,7 +141,21 @@ pub async fn chat_completions(
             format!("the model `{model}` is not served here: use `auto`, a tier ({names}) or a tier's model ({})", models.join(", ")),
         ));
     };
-    forward(&state, &body, tier, confidence, stream).await
+    let chosen = Chosen {
+        tier,
+        confidence,
+        decided_in,
+    };
+    forward(&state, &body, chosen, stream).await
+}
+
+/// The tier a request goes to first, and how it was chosen.
+struct Chosen {
+    tier: usize,
+    /// The decision's confidence; 1 for an explicit tier or model.
+    confidence: f32,
+    /// How long the decision took (`auto` only).
+    decided_in: Option<Duration>,
 }
 
 /// `x-router-quality-target: 0.5` overrides the quality target for this request (the OpenAI
@@ -225,12 +239,11 @@ impl fmt::Display for Failure {
 async fn forward(
     state: &AppState,
     body: &RawObject,
-    chosen: usize,
-    confidence: f32,
+    chosen: Chosen,
     stream: bool,
 ) -> Result<Response, ApiError> {
     let tiers = state.tiers();
-    let mut tier = chosen;
+    let mut tier = chosen.tier;
     loop {
         let name = &tiers[tier].name;
         let Some(upstream) = state.upstream(tier) else {
@@ -244,12 +257,15 @@ async fn forward(
         match send(state, upstream, body.with_model(model), stream).await {
             Ok((response, took)) => {
                 state.metrics().upstream_ok(name, took);
-                let mut headers = decision_headers(name, model, confidence);
-                if tier != chosen {
-                    if let Ok(v) = HeaderValue::from_str(&tiers[chosen].name) {
+                let mut headers = decision_headers(name, model, chosen.confidence);
+                if tier != chosen.tier {
+                    if let Ok(v) = HeaderValue::from_str(&tiers[chosen.tier].name) {
                         headers.insert("x-router-fallback-from", v);
                     }
                 }
+                let mut phases = Vec::from_iter(chosen.decided_in.map(|d| ("route", d)));
+                phases.push(("upstream", took));
+                headers.extend(server_timing(&phases));
                 tracing::info!(tier = %name, model = %model, status = %response.status(), upstream_ms = took.as_millis() as u64, "forwarded");
                 return Ok(relay(
                     response,

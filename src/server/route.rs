@@ -4,7 +4,9 @@
 //! OpenAI-style `messages` into a [`Query`], shared with the proxy.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -83,6 +85,18 @@ pub fn conversation(messages: &[Message], rule: ContextRule) -> Result<Query, Ap
     })
 }
 
+/// A `Server-Timing` header: each phase's duration in milliseconds, e.g.
+/// `route;dur=9.812, upstream;dur=0.105`.
+pub fn server_timing(phases: &[(&str, Duration)]) -> Option<(HeaderName, HeaderValue)> {
+    let value = phases
+        .iter()
+        .map(|(name, d)| format!("{name};dur={:.3}", d.as_secs_f64() * 1e3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let value = HeaderValue::from_str(&value).ok()?;
+    Some((HeaderName::from_static("server-timing"), value))
+}
+
 /// The `x-router-*` headers of a decision.
 pub fn decision_headers(tier: &str, model: &str, confidence: f32) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -121,8 +135,10 @@ pub async fn route(
             ))
         }
     };
-    let d: Decision = state.decide(query, req.quality_target).await?;
-    Ok((decision_headers(&d.tier, &d.model, d.confidence), Json(d)).into_response())
+    let (d, took): (Decision, _) = state.decide(query, req.quality_target).await?;
+    let mut headers = decision_headers(&d.tier, &d.model, d.confidence);
+    headers.extend(server_timing(&[("route", took)]));
+    Ok((headers, Json(d)).into_response())
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
