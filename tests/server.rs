@@ -204,7 +204,7 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
 
 /// Reads a streamed body until `needle` has arrived; returns everything read.
 async fn read_until(
-    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin),
     needle: &str,
 ) -> String {
     let mut got = String::new();
