@@ -4,6 +4,11 @@
 //! this forward transposes once at load, fuses Q, K and V into one matmul, folds the attention
 //! scale into the query weights, uses candle's fused softmax and layer norm, and skips the
 //! attention mask when a batch has no padding. The model config is candle-transformers' own.
+//!
+//! On the CPU each encoder layer instead runs our kernels (`kernels.rs`, through the custom ops
+//! of `ops.rs`): weights packed once at load for a linear kernel with bias and GELU fused,
+//! fused attention that skips padded keys, and a fused residual add + layer norm. GPUs keep
+//! candle's operations, which also serve as the reference the CPU path is tested against.
 
 use std::path::Path;
 
@@ -13,7 +18,8 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::device::device_name;
-use super::ops::gelu_erf;
+use super::kernels::{Act, Isa, PackedLinear};
+use super::ops::{gelu_erf, AddLayerNorm, Attention, Linear};
 use super::source::ResolvedModel;
 use super::{Embedder, ModelInfo};
 use crate::error::{Error, Result};
@@ -35,7 +41,32 @@ enum Pooling {
     Cls,
 }
 
-struct Layer {
+/// Which operations run the encoder layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// candle's tensor operations: any device.
+    Candle,
+    /// Our CPU kernels at this instruction set.
+    Cpu(Isa),
+}
+
+impl Kernels {
+    fn for_device(device: &Device) -> Self {
+        if device.is_cpu() {
+            Kernels::Cpu(Isa::detect())
+        } else {
+            Kernels::Candle
+        }
+    }
+}
+
+/// One encoder layer, its weights laid out for the kernels that run it.
+enum Layer {
+    Candle(CandleLayer),
+    Cpu(Box<CpuLayer>),
+}
+
+struct CandleLayer {
     /// [hidden, 3·hidden]: query (pre-scaled by 1/√head_dim), key and value, transposed.
     wqkv: Tensor,
     bqkv: Tensor,
@@ -49,9 +80,18 @@ struct Layer {
     ln2: (Tensor, Tensor),
 }
 
-/// A sentence-embedding BERT model with its tokenizer.
-pub struct BertEmbedder {
-    tokenizer: Tokenizer,
+struct CpuLayer {
+    /// Query (pre-scaled by 1/√head_dim), key and value in one projection.
+    qkv: PackedLinear,
+    out: PackedLinear,
+    ln1: (Vec<f32>, Vec<f32>),
+    up: PackedLinear,
+    down: PackedLinear,
+    ln2: (Vec<f32>, Vec<f32>),
+}
+
+/// The encoder and pooling: token ids in, unit vectors out.
+struct Encoder {
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
@@ -63,7 +103,14 @@ pub struct BertEmbedder {
     act: HiddenAct,
     pooling: Pooling,
     pad_id: u32,
+    kernels: Kernels,
     device: Device,
+}
+
+/// A sentence-embedding BERT model with its tokenizer.
+pub struct BertEmbedder {
+    tokenizer: Tokenizer,
+    encoder: Encoder,
     info: ModelInfo,
 }
 
@@ -80,11 +127,6 @@ impl BertEmbedder {
         let dir = &model.dir;
         let config: Config = serde_json::from_value(read_json(&dir.join("config.json"))?)
             .map_err(|e| Error::Model(format!("config.json is not a BERT config: {e}")))?;
-        if config.hidden_size % config.num_attention_heads != 0 {
-            return Err(Error::Model(
-                "hidden_size is not a multiple of the head count".into(),
-            ));
-        }
         let pooling = read_pooling(dir)?;
         let max_length = read_max_length(dir, &config)?;
 
@@ -119,6 +161,62 @@ impl BertEmbedder {
                 .and_then(|t| t.to_dtype(DType::F32))
                 .map_err(|e| Error::Model(format!("weight `{full}`: {e}")))
         };
+        let kernels = Kernels::for_device(&device);
+        let encoder = Encoder::new(&config, pooling, pad_id, device.clone(), kernels, &get)?;
+        let info = ModelInfo {
+            name: name.to_string(),
+            source: model.source,
+            dir: dir.clone(),
+            sha256: model.sha256.clone(),
+            dim: config.hidden_size,
+            pooling: match pooling {
+                Pooling::Mean => "mean".into(),
+                Pooling::Cls => "cls".into(),
+            },
+            max_length,
+            device: device_name(&device),
+        };
+        Ok(BertEmbedder {
+            tokenizer,
+            encoder,
+            info,
+        })
+    }
+
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings = if texts.len() == 1 {
+            vec![self.tokenizer.encode(texts[0], true).map_err(model_err)?]
+        } else {
+            self.tokenizer
+                .encode_batch(texts.to_vec(), true)
+                .map_err(model_err)?
+        };
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    fn forward(&self, ids: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        self.encoder.forward(ids)
+    }
+}
+
+impl Encoder {
+    /// Builds the encoder from named weights (`get` returns f32 tensors on `device`).
+    fn new(
+        config: &Config,
+        pooling: Pooling,
+        pad_id: u32,
+        device: Device,
+        kernels: Kernels,
+        get: &dyn Fn(&str) -> Result<Tensor>,
+    ) -> Result<Self> {
+        if config.hidden_size % config.num_attention_heads != 0 {
+            return Err(Error::Model(
+                "hidden_size is not a multiple of the head count".into(),
+            ));
+        }
         // Older checkpoints name layer-norm parameters gamma/beta.
         let norm = |name: &str| -> Result<(Tensor, Tensor)> {
             let w = get(&format!("{name}.weight")).or_else(|_| get(&format!("{name}.gamma")))?;
@@ -128,6 +226,18 @@ impl BertEmbedder {
         // [out, in] -> [in, out], contiguous, once.
         let t =
             |w: Tensor| -> Result<Tensor> { w.t().and_then(|w| w.contiguous()).map_err(model_err) };
+        let vec1 = |t: &Tensor| -> Result<Vec<f32>> {
+            t.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(model_err)
+        };
+        let pack = |w: &Tensor, b: &Tensor| -> Result<PackedLinear> {
+            let (n, k) = w.dims2().map_err(model_err)?;
+            Ok(PackedLinear::new(&vec1(w)?, &vec1(b)?, n, k))
+        };
+        let norm_vecs = |(w, b): (Tensor, Tensor)| -> Result<(Vec<f32>, Vec<f32>)> {
+            Ok((vec1(&w)?, vec1(&b)?))
+        };
 
         let hidden = config.hidden_size;
         let heads = config.num_attention_heads;
@@ -149,37 +259,41 @@ impl BertEmbedder {
             let bv = get(&format!("{p}.attention.self.value.bias"))?;
             let wqkv = Tensor::cat(&[wq, wk, wv], 0).map_err(model_err)?;
             let bqkv = Tensor::cat(&[bq, bk, bv], 0).map_err(model_err)?;
-            layers.push(Layer {
-                wqkv: t(wqkv)?,
-                bqkv,
-                wo: t(get(&format!("{p}.attention.output.dense.weight"))?)?,
-                bo: get(&format!("{p}.attention.output.dense.bias"))?,
-                ln1: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                w1: t(get(&format!("{p}.intermediate.dense.weight"))?)?,
-                b1: get(&format!("{p}.intermediate.dense.bias"))?,
-                w2: t(get(&format!("{p}.output.dense.weight"))?)?,
-                b2: get(&format!("{p}.output.dense.bias"))?,
-                ln2: norm(&format!("{p}.output.LayerNorm"))?,
+            let wo = get(&format!("{p}.attention.output.dense.weight"))?;
+            let bo = get(&format!("{p}.attention.output.dense.bias"))?;
+            let ln1 = norm(&format!("{p}.attention.output.LayerNorm"))?;
+            let w1 = get(&format!("{p}.intermediate.dense.weight"))?;
+            let b1 = get(&format!("{p}.intermediate.dense.bias"))?;
+            let w2 = get(&format!("{p}.output.dense.weight"))?;
+            let b2 = get(&format!("{p}.output.dense.bias"))?;
+            let ln2 = norm(&format!("{p}.output.LayerNorm"))?;
+            layers.push(match kernels {
+                Kernels::Candle => Layer::Candle(CandleLayer {
+                    wqkv: t(wqkv)?,
+                    bqkv,
+                    wo: t(wo)?,
+                    bo,
+                    ln1,
+                    w1: t(w1)?,
+                    b1,
+                    w2: t(w2)?,
+                    b2,
+                    ln2,
+                }),
+                Kernels::Cpu(_) => Layer::Cpu(Box::new(CpuLayer {
+                    qkv: pack(&wqkv, &bqkv)?,
+                    out: pack(&wo, &bo)?,
+                    ln1: norm_vecs(ln1)?,
+                    up: pack(&w1, &b1)?,
+                    down: pack(&w2, &b2)?,
+                    ln2: norm_vecs(ln2)?,
+                })),
             });
         }
         let token_type = get("embeddings.token_type_embeddings.weight")?
             .get(0)
             .map_err(model_err)?;
-        let info = ModelInfo {
-            name: name.to_string(),
-            source: model.source,
-            dir: dir.clone(),
-            sha256: model.sha256.clone(),
-            dim: hidden,
-            pooling: match pooling {
-                Pooling::Mean => "mean".into(),
-                Pooling::Cls => "cls".into(),
-            },
-            max_length,
-            device: device_name(&device),
-        };
-        Ok(BertEmbedder {
-            tokenizer,
+        Ok(Encoder {
             word: get("embeddings.word_embeddings.weight")?,
             position: get("embeddings.position_embeddings.weight")?,
             token_type,
@@ -191,27 +305,19 @@ impl BertEmbedder {
             act: config.hidden_act,
             pooling,
             pad_id,
+            kernels,
             device,
-            info,
         })
-    }
-
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let encodings = if texts.len() == 1 {
-            vec![self.tokenizer.encode(texts[0], true).map_err(model_err)?]
-        } else {
-            self.tokenizer
-                .encode_batch(texts.to_vec(), true)
-                .map_err(model_err)?
-        };
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
     }
 
     /// One forward pass over token ids (any lengths; padded here), returning unit vectors.
     fn forward(&self, ids: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        // On the CPU, run inside candle's thread pool: our kernels' parallel sections then
+        // start from one of its threads rather than handing off from the caller's each time.
+        self.device.with_context(|| self.forward_inner(ids))
+    }
+
+    fn forward_inner(&self, ids: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let b = ids.len();
         let l = ids.iter().map(|x| x.len()).max().unwrap_or(0).max(1);
         let padded = ids.iter().any(|x| x.len() != l);
@@ -223,6 +329,7 @@ impl BertEmbedder {
             mask.extend(std::iter::repeat_n(1f32, x.len()));
             mask.extend(std::iter::repeat_n(0f32, l - x.len()));
         }
+        let lens: Vec<usize> = ids.iter().map(|x| x.len().max(1)).collect();
         let ids_t = Tensor::from_vec(flat, b * l, &self.device)?;
         let mask_t = Tensor::from_vec(mask, (b, l), &self.device)?;
 
@@ -235,37 +342,19 @@ impl BertEmbedder {
         let mut x = layer_norm(&x, &self.ln.0, &self.ln.1, self.eps)?;
 
         // Additive attention bias: 0 for tokens, a large negative for padding.
-        let bias = if padded {
+        let bias = if padded && self.kernels == Kernels::Candle {
             Some(((mask_t.ones_like()? - &mask_t)? * -1e4)?.reshape((b, 1, 1, l))?)
         } else {
             None
         };
-        let hd = h / self.heads;
         for layer in &self.layers {
-            let qkv = x.matmul(&layer.wqkv)?.broadcast_add(&layer.bqkv)?;
-            let qkv = qkv
-                .reshape((b, l, 3 * self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let q = qkv.narrow(1, 0, self.heads)?.contiguous()?;
-            let k = qkv.narrow(1, self.heads, self.heads)?.contiguous()?;
-            let v = qkv.narrow(1, 2 * self.heads, self.heads)?.contiguous()?;
-            let mut scores = q.matmul(&k.t()?)?;
-            if let Some(bias) = &bias {
-                scores = scores.broadcast_add(bias)?;
-            }
-            let probs = softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
-            let attn = ctx.matmul(&layer.wo)?.broadcast_add(&layer.bo)?;
-            x = layer_norm(&(attn + &x)?, &layer.ln1.0, &layer.ln1.1, self.eps)?;
-            let inner = x.matmul(&layer.w1)?.broadcast_add(&layer.b1)?;
-            let inner = match self.act {
-                HiddenAct::Gelu => gelu_erf(&inner)?,
-                HiddenAct::GeluApproximate => inner.gelu()?,
-                HiddenAct::Relu => inner.relu()?,
+            x = match (layer, self.kernels) {
+                (Layer::Candle(layer), _) => self.candle_layer(layer, &x, b, l, bias.as_ref())?,
+                (Layer::Cpu(layer), Kernels::Cpu(isa)) => {
+                    self.cpu_layer(layer, &x, b, l, &lens, isa)?
+                }
+                (Layer::Cpu(_), Kernels::Candle) => unreachable!("CPU layers need CPU kernels"),
             };
-            let out = inner.matmul(&layer.w2)?.broadcast_add(&layer.b2)?;
-            x = layer_norm(&(out + &x)?, &layer.ln2.0, &layer.ln2.1, self.eps)?;
         }
 
         let x = x.reshape((b, l, h))?;
@@ -286,6 +375,85 @@ impl BertEmbedder {
             .broadcast_div(&norm)?
             .to_device(&Device::Cpu)?
             .to_vec2()
+    }
+
+    /// One encoder layer on candle operations; `x` is `[b·l, hidden]`.
+    fn candle_layer(
+        &self,
+        layer: &CandleLayer,
+        x: &Tensor,
+        b: usize,
+        l: usize,
+        bias: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (h, hd) = (self.hidden, self.hidden / self.heads);
+        let qkv = x.matmul(&layer.wqkv)?.broadcast_add(&layer.bqkv)?;
+        let qkv = qkv
+            .reshape((b, l, 3 * self.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let q = qkv.narrow(1, 0, self.heads)?.contiguous()?;
+        let k = qkv.narrow(1, self.heads, self.heads)?.contiguous()?;
+        let v = qkv.narrow(1, 2 * self.heads, self.heads)?.contiguous()?;
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(bias) = bias {
+            scores = scores.broadcast_add(bias)?;
+        }
+        let probs = softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
+        let attn = ctx.matmul(&layer.wo)?.broadcast_add(&layer.bo)?;
+        let x = layer_norm(&(attn + x)?, &layer.ln1.0, &layer.ln1.1, self.eps)?;
+        let inner = x.matmul(&layer.w1)?.broadcast_add(&layer.b1)?;
+        let inner = match self.act {
+            HiddenAct::Gelu => gelu_erf(&inner)?,
+            HiddenAct::GeluApproximate => inner.gelu()?,
+            HiddenAct::Relu => inner.relu()?,
+        };
+        let out = inner.matmul(&layer.w2)?.broadcast_add(&layer.b2)?;
+        layer_norm(&(out + &x)?, &layer.ln2.0, &layer.ln2.1, self.eps)
+    }
+
+    /// One encoder layer on our CPU kernels; `x` is `[b·l, hidden]` and sequence `s` has
+    /// `lens[s]` real tokens.
+    fn cpu_layer(
+        &self,
+        layer: &CpuLayer,
+        x: &Tensor,
+        b: usize,
+        l: usize,
+        lens: &[usize],
+        isa: Isa,
+    ) -> candle_core::Result<Tensor> {
+        let h = self.hidden;
+        let linear = |x: &Tensor, weights: &PackedLinear, act: Act| {
+            x.apply_op1_no_bwd(&Linear { weights, act, isa })
+        };
+        let add_norm = |x: &Tensor, residual: &Tensor, (gamma, beta): &(Vec<f32>, Vec<f32>)| {
+            x.apply_op2_no_bwd(
+                residual,
+                &AddLayerNorm {
+                    gamma,
+                    beta,
+                    eps: self.eps,
+                    isa,
+                },
+            )
+        };
+        let qkv = linear(x, &layer.qkv, Act::Identity)?.reshape((b, l, 3 * h))?;
+        let ctx = qkv
+            .apply_op1_no_bwd(&Attention {
+                heads: self.heads,
+                lens,
+                isa,
+            })?
+            .reshape((b * l, h))?;
+        let x = add_norm(&linear(&ctx, &layer.out, Act::Identity)?, x, &layer.ln1)?;
+        let inner = match self.act {
+            HiddenAct::Gelu => linear(&x, &layer.up, Act::GeluErf)?,
+            HiddenAct::GeluApproximate => linear(&x, &layer.up, Act::Identity)?.gelu()?,
+            HiddenAct::Relu => linear(&x, &layer.up, Act::Relu)?,
+        };
+        add_norm(&linear(&inner, &layer.down, Act::Identity)?, &x, &layer.ln2)
     }
 }
 
@@ -363,4 +531,113 @@ fn read_max_length(dir: &Path, config: &Config) -> Result<usize> {
         .map(|v| v as usize)
         .unwrap_or(config.max_position_embeddings);
     Ok(max.min(config.max_position_embeddings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const HIDDEN: usize = 48;
+    const INTERMEDIATE: usize = 100;
+
+    fn tiny_config(act: &str) -> Config {
+        serde_json::from_value(serde_json::json!({
+            "vocab_size": 50,
+            "hidden_size": HIDDEN,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 3,
+            "intermediate_size": INTERMEDIATE,
+            "hidden_act": act,
+            "hidden_dropout_prob": 0.1,
+            "max_position_embeddings": 40,
+            "type_vocab_size": 2,
+            "initializer_range": 0.02,
+            "layer_norm_eps": 1e-12,
+            "pad_token_id": 0,
+            "classifier_dropout": null,
+            "model_type": "bert"
+        }))
+        .unwrap()
+    }
+
+    /// Random weights, the same for a name whatever the kernels.
+    fn weight(name: &str) -> Result<Tensor> {
+        let shape: Vec<usize> = if name.ends_with("word_embeddings.weight") {
+            vec![50, HIDDEN]
+        } else if name.ends_with("position_embeddings.weight") {
+            vec![40, HIDDEN]
+        } else if name.ends_with("token_type_embeddings.weight") {
+            vec![2, HIDDEN]
+        } else if name.ends_with("intermediate.dense.weight") {
+            vec![INTERMEDIATE, HIDDEN]
+        } else if name.ends_with("intermediate.dense.bias") {
+            vec![INTERMEDIATE]
+        } else if name.ends_with("output.dense.weight") && !name.contains("attention") {
+            vec![HIDDEN, INTERMEDIATE]
+        } else if name.ends_with(".weight") && !name.contains("LayerNorm") {
+            vec![HIDDEN, HIDDEN]
+        } else {
+            vec![HIDDEN]
+        };
+        let seed = name
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let mut rng = StdRng::seed_from_u64(seed);
+        let base = if name.ends_with("LayerNorm.weight") {
+            1.0
+        } else {
+            0.0
+        };
+        let data: Vec<f32> = (0..shape.iter().product())
+            .map(|_| base + rng.gen_range(-0.3f32..0.3))
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).map_err(model_err)
+    }
+
+    fn encoder(act: &str, pooling: Pooling, kernels: Kernels) -> Encoder {
+        Encoder::new(&tiny_config(act), pooling, 0, Device::Cpu, kernels, &weight).unwrap()
+    }
+
+    /// The CPU kernels (portable and this CPU's SIMD) against candle's operations, on one text
+    /// and on a padded batch, for each activation and pooling.
+    #[test]
+    fn cpu_kernels_match_candle_ops() {
+        let texts: [&[u32]; 4] = [
+            &[1, 5, 9, 2],
+            &[1, 7, 7, 7, 30, 41, 12, 19, 3, 44, 2],
+            &[1, 2],
+            &[1, 49, 48, 47, 46, 45, 44, 2],
+        ];
+        for act in ["gelu", "geluapproximate", "relu"] {
+            for pooling in [Pooling::Mean, Pooling::Cls] {
+                let reference = encoder(act, pooling, Kernels::Candle);
+                let mut kernels = vec![Kernels::Cpu(Isa::portable())];
+                if Isa::detect() != Isa::portable() {
+                    kernels.push(Kernels::Cpu(Isa::detect()));
+                }
+                for k in kernels {
+                    let ours = encoder(act, pooling, k);
+                    for batch in [&texts[..1], &texts[1..2], &texts[..]] {
+                        let want = reference.forward(batch).unwrap();
+                        let got = ours.forward(batch).unwrap();
+                        for (g, w) in got.iter().zip(&want) {
+                            let cos: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+                            let diff = g
+                                .iter()
+                                .zip(w)
+                                .map(|(a, b)| (a - b).abs())
+                                .fold(0.0, f32::max);
+                            assert!(
+                                cos > 0.99999 && diff < 1e-4,
+                                "{act} {pooling:?} {k:?}, batch of {}: cos {cos}, max diff {diff}",
+                                batch.len()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@
 mod bert;
 pub mod cache;
 pub mod device;
+mod kernels;
 mod ops;
 pub mod source;
 

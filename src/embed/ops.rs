@@ -1,10 +1,13 @@
-//! A vectorised exact-erf GELU for the CPU. candle's `gelu_erf` calls a scalar `erff` per
-//! element, which took ~10% of a MiniLM forward pass here; this one evaluates erf with a
-//! polynomial and a bit-built exponential that the compiler vectorises (AVX-512 or AVX2 when the
-//! CPU has them). GPUs keep candle's own kernel.
+//! candle custom ops over the CPU kernels of `kernels.rs`, so the BERT forward stays a sequence
+//! of tensor operations while its heavy steps run our code on the CPU: the packed linear layer
+//! (bias and activation fused), fused attention, residual add + layer norm, and an exact-erf
+//! GELU (candle's calls a scalar `erff` per element, ~10% of a MiniLM forward pass here).
+//! These ops are CPU-only; on GPUs the forward uses candle's own operations.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::kernels::{self, Act, Isa, PackedLinear};
 
 /// GELU with the exact (erf) formulation, to ~1e-7 absolute error.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
@@ -12,6 +15,15 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
         x.apply_op1_no_bwd(&FastGeluErf)
     } else {
         x.gelu_erf()
+    }
+}
+
+/// The contiguous f32 data of a CPU tensor.
+fn contiguous<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op} needs a contiguous input"),
     }
 }
 
@@ -23,132 +35,127 @@ impl CustomOp1 for FastGeluErf {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let data = storage.as_slice::<f32>()?;
-        let src = match layout.contiguous_offsets() {
-            Some((start, end)) => &data[start..end],
-            None => candle_core::bail!("fast-gelu-erf needs a contiguous input"),
-        };
+        let src = contiguous(self.name(), storage, layout)?;
+        let isa = Isa::detect();
         let mut out = vec![0f32; src.len()];
         const CHUNK: usize = 16 * 1024;
         if src.len() > 2 * CHUNK {
             out.par_chunks_mut(CHUNK)
                 .zip(src.par_chunks(CHUNK))
-                .for_each(|(o, i)| gelu_slice(i, o));
+                .for_each(|(o, i)| kernels::gelu_slice(isa, i, o));
         } else {
-            gelu_slice(src, &mut out);
+            kernels::gelu_slice(isa, src, &mut out);
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
-fn gelu_slice(src: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { gelu_avx512(src, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            return unsafe { gelu_avx2(src, out) };
-        }
+/// `act(x · Wᵀ + b)` over the last dimension of `x`, with packed weights.
+pub(crate) struct Linear<'a> {
+    pub weights: &'a PackedLinear,
+    pub act: Act,
+    pub isa: Isa,
+}
+
+impl CustomOp1 for Linear<'_> {
+    fn name(&self) -> &'static str {
+        "packed-linear"
     }
-    gelu_portable(src, out)
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gelu_avx512(src: &[f32], out: &mut [f32]) {
-    gelu_portable(src, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_avx2(src: &[f32], out: &mut [f32]) {
-    gelu_portable(src, out)
-}
-
-#[inline(always)]
-fn gelu_portable(src: &[f32], out: &mut [f32]) {
-    for (o, &x) in out.iter_mut().zip(src) {
-        *o = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(self.name(), storage, layout)?;
+        let (k, n) = (self.weights.in_features(), self.weights.out_features());
+        let mut dims = layout.shape().dims().to_vec();
+        match dims.last_mut() {
+            Some(last) if *last == k => *last = n,
+            _ => candle_core::bail!("packed-linear: input {:?} does not end in {k}", dims),
+        }
+        let m = x.len() / k;
+        let mut out = vec![0f32; m * n];
+        kernels::linear(self.isa, x, m, self.weights, self.act, &mut out);
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
 
-/// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
-#[inline(always)]
-fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * exp_neg(a * a);
-    y.copysign(x)
+/// Self-attention over a fused `[b, l, 3·hidden]` projection, giving `[b, l, hidden]`;
+/// `lens[s]` tokens of sequence `s` are real, the rest padding.
+pub(crate) struct Attention<'a> {
+    pub heads: usize,
+    pub lens: &'a [usize],
+    pub isa: Isa,
 }
 
-/// e^(-z) for z >= 0, via 2^(-z·log2 e) = 2^n · 2^f with a degree-7 series for 2^f
-/// (relative error ~1e-8); underflows cleanly to 0 for large z.
-#[inline(always)]
-fn exp_neg(z: f32) -> f32 {
-    let v = (-z * std::f32::consts::LOG2_E).max(-126.0);
-    let n = v.round();
-    let y = (v - n) * std::f32::consts::LN_2; // |y| <= 0.347
-    let p = 1.0
-        + y * (1.0
-            + y * (0.5
-                + y * (1.0 / 6.0
-                    + y * (1.0 / 24.0
-                        + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+impl CustomOp1 for Attention<'_> {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = contiguous(self.name(), storage, layout)?;
+        let (b, l, three_h) = layout.shape().dims3()?;
+        let h = three_h / 3;
+        if three_h % 3 != 0 || h % self.heads != 0 || self.lens.len() != b {
+            candle_core::bail!("fused-attention: bad shape {:?}", layout.shape());
+        }
+        let mut out = vec![0f32; b * l * h];
+        kernels::attention(
+            self.isa,
+            qkv,
+            b,
+            l,
+            self.heads,
+            h / self.heads,
+            self.lens,
+            &mut out,
+        );
+        Ok((CpuStorage::F32(out), Shape::from((b, l, h))))
+    }
+}
+
+/// `layer_norm(x + residual)` over the last dimension.
+pub(crate) struct AddLayerNorm<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub eps: f32,
+    pub isa: Isa,
+}
+
+impl CustomOp2 for AddLayerNorm<'_> {
+    fn name(&self) -> &'static str {
+        "add-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(self.name(), s1, l1)?;
+        let residual = contiguous(self.name(), s2, l2)?;
+        if l1.shape() != l2.shape() || l1.shape().dims().last() != Some(&self.gamma.len()) {
+            candle_core::bail!(
+                "add-layer-norm: shapes {:?} and {:?} for {} features",
+                l1.shape(),
+                l2.shape(),
+                self.gamma.len()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        kernels::add_layer_norm(
+            self.isa, x, residual, self.gamma, self.beta, self.eps, &mut out,
+        );
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn erf_f64(x: f64) -> f64 {
-        // Reference: the Maclaurin series in f64 is accurate to ~1e-8 up to |x| = 4.5 (its
-        // largest term is ~1e8); beyond, erfc(x) < 2e-10, so erf is its sign.
-        if x.abs() > 4.5 {
-            return x.signum();
-        }
-        let mut sum: f64 = 0.0;
-        let mut term = x;
-        let mut n = 0.0;
-        while term.abs() > 1e-17 * sum.abs().max(1e-300) || n < 5.0 {
-            sum += term / (2.0 * n + 1.0);
-            n += 1.0;
-            term *= -x * x / n;
-            if n > 400.0 {
-                break;
-            }
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    }
-
     #[test]
-    fn matches_exact_gelu() {
-        let xs: Vec<f32> = (-4000..=4000)
-            .map(|i| i as f32 * 0.002)
-            .chain([-30.0, 30.0, 0.0])
-            .collect();
-        let mut out = vec![0.0; xs.len()];
-        gelu_slice(&xs, &mut out);
-        for (&x, &g) in xs.iter().zip(&out) {
-            let xd = x as f64;
-            let exact = 0.5 * xd * (1.0 + erf_f64(xd / std::f64::consts::SQRT_2));
-            assert!(
-                (g as f64 - exact).abs() < 2e-6 * xd.abs().max(1.0),
-                "x={x}: {g} vs {exact}"
-            );
-        }
-    }
-
-    #[test]
-    fn tensor_op_matches_candle() {
+    fn gelu_op_matches_candle() {
         let x = Tensor::arange(-300f32, 300., &candle_core::Device::Cpu).unwrap();
         let x = (x * 0.01).unwrap();
         let ours = gelu_erf(&x).unwrap().to_vec1::<f32>().unwrap();
