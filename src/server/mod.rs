@@ -292,8 +292,12 @@ pub fn app(state: AppState) -> axum::Router {
                     tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
                 })
                 .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
-                    tracing::info!(status = res.status().as_u16(), ms = latency.as_secs_f64() * 1e3, "response");
-                }))
+                    let ms = format_args!("{:.3}", latency.as_secs_f64() * 1e3);
+                    tracing::info!(status = res.status().as_u16(), %ms, "response");
+                })
+                // Error statuses are in the response line already; internal errors are logged
+                // with their details where they happen (ApiError::internal).
+                .on_failure(()))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)
