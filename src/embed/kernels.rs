@@ -109,15 +109,32 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// A writable pointer shared by the threads of one parallel section, each writing a disjoint
-/// part of the buffer it points into.
+/// A row-major output matrix (`stride` floats from one row to the next) shared by the threads
+/// of one parallel section, each writing a disjoint part of it.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+struct SharedOut {
+    ptr: *mut f32,
+    stride: usize,
+}
 // SAFETY: only used while the buffer is exclusively borrowed by the caller, and every thread
 // writes elements no other thread touches (documented at each use).
 unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The same rows, starting `offset` floats further on.
+    ///
+    /// # Safety
+    /// `offset` stays inside the buffer.
+    unsafe fn offset(self, offset: usize) -> SharedOut {
+        SharedOut {
+            // SAFETY: by the caller's contract.
+            ptr: unsafe { self.ptr.add(offset) },
+            stride: self.stride,
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Linear layer
@@ -152,23 +169,29 @@ impl PackedLinear {
     pub(crate) fn new(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(weight.len(), n * k, "weight is not {n}×{k}");
         assert_eq!(bias.len(), n, "bias is not {n} long");
+        let mut packed = Self::from_fn(n, k, |o, kk| weight[o * k + kk]);
+        packed.bias[..n].copy_from_slice(bias);
+        packed
+    }
+
+    /// Weight `(out, in) -> w(out, in)`, no bias.
+    #[inline(always)]
+    fn from_fn(n: usize, k: usize, w: impl Fn(usize, usize) -> f32) -> Self {
         let panels = n.div_ceil(NR);
         let mut data = vec![Line([0.0; 16]); panels * k * NR / 16];
         let flat = lines_mut(&mut data);
-        for (o, row) in weight.chunks_exact(k).enumerate() {
+        for o in 0..n {
             let (p, j) = (o / NR, o % NR);
             let panel = &mut flat[p * k * NR..(p + 1) * k * NR];
-            for (kk, &w) in row.iter().enumerate() {
-                panel[kk * NR + j] = w;
+            for kk in 0..k {
+                panel[kk * NR + j] = w(o, kk);
             }
         }
-        let mut padded = vec![0.0; panels * NR];
-        padded[..n].copy_from_slice(bias);
         PackedLinear {
             k,
             n,
             data,
-            bias: padded,
+            bias: vec![0.0; panels * NR],
         }
     }
 
@@ -204,10 +227,18 @@ pub(crate) fn linear(isa: Isa, x: &[f32], m: usize, w: &PackedLinear, act: Act, 
     assert_eq!(x.len(), m * w.k, "input is not {m}×{}", w.k);
     assert_eq!(out.len(), m * w.n, "output is not {m}×{}", w.n);
     let panels = w.panels();
-    let dst = SharedOut(out.as_mut_ptr());
+    let x = Lhs {
+        data: x,
+        rows: m,
+        stride: w.k,
+    };
+    let dst = SharedOut {
+        ptr: out.as_mut_ptr(),
+        stride: w.n,
+    };
     let threads = rayon::current_num_threads();
     if threads <= 1 || panels < 2 || m * w.k * w.n < PAR_MIN_MACS {
-        return linear_panels(isa, x, m, w, act, 0..panels, dst);
+        return linear_panels(isa, x, w, act, 0..panels, dst);
     }
     // A few chunks per thread, so a thread slowed by other load hands the rest to the others.
     let per_chunk = panels.div_ceil((threads * 4).min(panels));
@@ -215,17 +246,25 @@ pub(crate) fn linear(isa: Isa, x: &[f32], m: usize, w: &PackedLinear, act: Act, 
         .into_par_iter()
         .for_each(|c| {
             let range = c * per_chunk..((c + 1) * per_chunk).min(panels);
-            linear_panels(isa, x, m, w, act, range, dst)
+            linear_panels(isa, x, w, act, range, dst)
         });
 }
 
 dispatch! {
-    fn linear_panels(x: &[f32], m: usize, w: &PackedLinear, act: Act, panels: Range<usize>, dst: SharedOut)
+    fn linear_panels(x: Lhs<'_>, w: &PackedLinear, act: Act, panels: Range<usize>, dst: SharedOut)
         => linear_body {
             avx512: [8, 32, TILE_AVX512],
             avx2: [6, 16, TILE_AVX2],
             portable: [4, 16, TILE_PORTABLE]
         }
+}
+
+/// The left operand of a product: `rows` rows of `k` floats, `stride` apart.
+#[derive(Clone, Copy)]
+struct Lhs<'a> {
+    data: &'a [f32],
+    rows: usize,
+    stride: usize,
 }
 
 /// Which microkernel computes a register tile (see [`tile`]).
@@ -237,14 +276,14 @@ const TILE_AVX512: u8 = 2;
 /// columns (`CW` divides `NR`), sized to each instruction set's register file.
 #[inline(always)]
 fn linear_body<const MR: usize, const CW: usize, const TILE: u8>(
-    x: &[f32],
-    m: usize,
+    x: Lhs<'_>,
     w: &PackedLinear,
     act: Act,
     panels: Range<usize>,
     dst: SharedOut,
 ) {
-    let k = w.k;
+    let (k, m, ldx) = (w.k, x.rows, x.stride);
+    assert!(m == 0 || x.data.len() >= (m - 1) * ldx + k);
     for p in panels {
         let panel = w.panel(p);
         for c0 in (0..NR).step_by(CW) {
@@ -256,12 +295,12 @@ fn linear_body<const MR: usize, const CW: usize, const TILE: u8>(
             let bias: &[f32; CW] = w.bias[col..col + CW].try_into().unwrap();
             let mut r = 0;
             while r + MR <= m {
-                let acc = tile::<MR, CW, TILE>(&x[r * k..(r + MR) * k], k, panel, c0);
+                let acc = tile::<MR, CW, TILE>(&x.data[r * ldx..], ldx, k, panel, c0);
                 // SAFETY: this call owns output columns `col..col + cols` of every row.
-                unsafe { store(&acc, bias, act, dst, w.n, r, col, cols) };
+                unsafe { store(&acc, bias, act, dst, r, col, cols) };
                 r += MR;
             }
-            let rest = &x[r * k..];
+            let rest = &x.data[(r * ldx).min(x.data.len())..];
             // SAFETY (each arm): as above.
             unsafe {
                 macro_rules! tail {
@@ -269,8 +308,8 @@ fn linear_body<const MR: usize, const CW: usize, const TILE: u8>(
                         match m - r {
                             0 => {}
                             $($rows => store(
-                                &tile::<$rows, CW, TILE>(rest, k, panel, c0),
-                                bias, act, dst, w.n, r, col, cols,
+                                &tile::<$rows, CW, TILE>(rest, ldx, k, panel, c0),
+                                bias, act, dst, r, col, cols,
                             ),)*
                             _ => unreachable!("tiles have at most 8 rows"),
                         }
@@ -282,42 +321,45 @@ fn linear_body<const MR: usize, const CW: usize, const TILE: u8>(
     }
 }
 
-/// `ROWS` rows of `x` (each `k` long) times columns `c0..c0 + CW` of a panel, by the
+/// `ROWS` rows of `x` (`k` long, `ldx` apart) times columns `c0..c0 + CW` of a panel, by the
 /// microkernel `TILE` names. Only called from code compiled for that microkernel's instruction
 /// set (the `dispatch!` wrappers).
 #[inline(always)]
 fn tile<const ROWS: usize, const CW: usize, const TILE: u8>(
     x: &[f32],
+    ldx: usize,
     k: usize,
     panel: &[f32],
     c0: usize,
 ) -> [[f32; CW]; ROWS] {
-    assert!(x.len() >= ROWS * k && panel.len() == k * NR && c0 + CW <= NR);
+    assert!(x.len() >= (ROWS - 1) * ldx + k && panel.len() == k * NR && c0 + CW <= NR);
     #[cfg(target_arch = "x86_64")]
     match TILE {
         // SAFETY: bounds checked just above; the instruction set is the caller's (see above).
         TILE_AVX512 => {
-            return unsafe { x86::tile_avx512::<ROWS, CW>(x.as_ptr(), k, panel.as_ptr()) }
+            return unsafe { x86::tile_avx512::<ROWS, CW>(x.as_ptr(), ldx, k, panel.as_ptr()) }
         }
         // SAFETY: as above.
         TILE_AVX2 => {
-            return unsafe { x86::tile_avx2::<ROWS, CW>(x.as_ptr(), k, panel.as_ptr().add(c0)) }
+            return unsafe {
+                x86::tile_avx2::<ROWS, CW>(x.as_ptr(), ldx, k, panel.as_ptr().add(c0))
+            }
         }
         _ => {}
     }
-    tile_portable::<ROWS, CW, PORTABLE_FMA>(x, k, panel, c0)
+    tile_portable::<ROWS, CW, PORTABLE_FMA>(x, ldx, k, panel, c0)
 }
 
 /// The portable microkernel: plain loops the compiler vectorises as it can.
 #[inline(always)]
 fn tile_portable<const ROWS: usize, const CW: usize, const FMA: bool>(
     x: &[f32],
+    ldx: usize,
     k: usize,
     panel: &[f32],
     c0: usize,
 ) -> [[f32; CW]; ROWS] {
-    assert!(x.len() >= ROWS * k && panel.len() == k * NR && c0 + CW <= NR);
-    let rows: [&[f32]; ROWS] = std::array::from_fn(|r| &x[r * k..(r + 1) * k]);
+    let rows: [&[f32]; ROWS] = std::array::from_fn(|r| &x[r * ldx..r * ldx + k]);
     let mut acc = [[0.0f32; CW]; ROWS];
     for (kk, line) in panel.chunks_exact(NR).enumerate() {
         let wv: &[f32; CW] = line[c0..c0 + CW].try_into().unwrap();
@@ -348,10 +390,12 @@ mod x86 {
     /// per 16 FMAs.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `x` points to `ROWS` rows of `k` floats, `panel` to `k × NR`.
+    /// The CPU has AVX-512F; `x` points to `ROWS` rows of `k` floats, `ldx` apart; `panel` to
+    /// `k × NR`, 64-byte aligned.
     #[inline(always)]
     pub(super) unsafe fn tile_avx512<const ROWS: usize, const CW: usize>(
         x: *const f32,
+        ldx: usize,
         k: usize,
         panel: *const f32,
     ) -> [[f32; CW]; ROWS] {
@@ -361,7 +405,7 @@ mod x86 {
             let w = panel.add(kk * NR);
             let (w0, w1) = (_mm512_load_ps(w), _mm512_load_ps(w.add(16)));
             for (r, acc) in acc.iter_mut().enumerate() {
-                let a = _mm512_set1_ps(*x.add(r * k + kk));
+                let a = _mm512_set1_ps(*x.add(r * ldx + kk));
                 acc[0] = _mm512_fmadd_ps(a, w0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(a, w1, acc[1]);
             }
@@ -377,11 +421,12 @@ mod x86 {
     /// 6×16 at most: 12 accumulators of the 16 ymm registers.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `x` points to `ROWS` rows of `k` floats, `panel` to the first
-    /// of `k` lines of 16 floats, `NR` apart.
+    /// The CPU has AVX2 and FMA; `x` points to `ROWS` rows of `k` floats, `ldx` apart; `panel`
+    /// to the first of `k` lines of 16 floats, `NR` apart.
     #[inline(always)]
     pub(super) unsafe fn tile_avx2<const ROWS: usize, const CW: usize>(
         x: *const f32,
+        ldx: usize,
         k: usize,
         panel: *const f32,
     ) -> [[f32; CW]; ROWS] {
@@ -391,7 +436,7 @@ mod x86 {
             let w = panel.add(kk * NR);
             let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
             for (r, acc) in acc.iter_mut().enumerate() {
-                let a = _mm256_set1_ps(*x.add(r * k + kk));
+                let a = _mm256_set1_ps(*x.add(r * ldx + kk));
                 acc[0] = _mm256_fmadd_ps(a, w0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(a, w1, acc[1]);
             }
@@ -408,23 +453,23 @@ mod x86 {
 /// Adds the bias, applies the activation and writes the first `cols` columns of each row.
 ///
 /// # Safety
-/// `dst` points to an `[.., n]` row-major buffer with at least `r0 + ROWS` rows, and no other
-/// thread writes columns `col..col + cols` of those rows meanwhile.
-#[allow(clippy::too_many_arguments)]
+/// `dst` has at least `r0 + ROWS` rows of at least `col + cols` columns, and no other thread
+/// writes columns `col..col + cols` of those rows meanwhile.
 #[inline(always)]
 unsafe fn store<const ROWS: usize, const CW: usize>(
     acc: &[[f32; CW]; ROWS],
     bias: &[f32; CW],
     act: Act,
     dst: SharedOut,
-    n: usize,
     r0: usize,
     col: usize,
     cols: usize,
 ) {
     for (r, row) in acc.iter().enumerate() {
         // SAFETY: in bounds and unshared, by the caller's contract.
-        let out = unsafe { std::slice::from_raw_parts_mut(dst.0.add((r0 + r) * n + col), cols) };
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(dst.ptr.add((r0 + r) * dst.stride + col), cols)
+        };
         for ((o, &a), &b) in out.iter_mut().zip(row).zip(bias) {
             *o = a + b;
         }
@@ -462,12 +507,18 @@ pub(crate) fn attention(
         lens.iter().all(|&n| (1..=l).contains(&n)),
         "lengths out of range"
     );
-    let dst = SharedOut(out.as_mut_ptr());
     let shape = AttnShape { l, heads, head_dim };
+    let out = SharedOut {
+        ptr: out.as_mut_ptr(),
+        stride: h,
+    };
     let unit = |u: usize| {
         let (s, head) = (u / heads, u % heads);
         let seq = &qkv[s * l * 3 * h..(s + 1) * l * 3 * h];
-        attention_head(isa, seq, shape, head, lens[s], dst, s * l);
+        // SAFETY: in bounds (row s·l, column head·head_dim); one unit per (sequence, head)
+        // writes that head's columns of the sequence's rows, and nothing else.
+        let dst = unsafe { out.offset(s * l * h + head * head_dim) };
+        attention_head(isa, seq, shape, head, lens[s], dst);
     };
     if rayon::current_num_threads() > 1 && b * heads * l * l * head_dim >= PAR_MIN_ATTN {
         (0..b * heads).into_par_iter().for_each(unit);
@@ -484,19 +535,25 @@ struct AttnShape {
 }
 
 dispatch! {
-    fn attention_head(seq: &[f32], shape: AttnShape, head: usize, len: usize, dst: SharedOut, row0: usize)
-        => attention_head_body { avx512: [true], avx2: [true], portable: [PORTABLE_FMA] }
+    fn attention_head(seq: &[f32], shape: AttnShape, head: usize, len: usize, dst: SharedOut)
+        => attention_head_body {
+            avx512: [8, 32, TILE_AVX512],
+            avx2: [6, 16, TILE_AVX2],
+            portable: [4, 16, TILE_PORTABLE]
+        }
 }
 
-/// One head of one sequence: writes columns `head × head_dim ..` of rows `row0 .. row0 + l`.
+/// One head of one sequence, as two products on the linear layer's microkernel: scores =
+/// queries · keysᵀ (keys packed as a layer of `len` outputs), a softmax per row, then context =
+/// probabilities · values (values packed as a layer of `head_dim` outputs). Writes `l` rows of
+/// `head_dim` to `dst`.
 #[inline(always)]
-fn attention_head_body<const FMA: bool>(
+fn attention_head_body<const MR: usize, const CW: usize, const TILE: u8>(
     seq: &[f32],
     shape: AttnShape,
     head: usize,
     len: usize,
     dst: SharedOut,
-    row0: usize,
 ) {
     let AttnShape {
         l,
@@ -506,40 +563,35 @@ fn attention_head_body<const FMA: bool>(
     let h = heads * hd;
     let stride = 3 * h;
     let (q_off, k_off, v_off) = (head * hd, h + head * hd, 2 * h + head * hd);
-    // Keys transposed to [head_dim][len], so scores for all keys are a sum of scaled rows.
-    let mut kt = vec![0.0f32; hd * len];
-    for j in 0..len {
-        let key = &seq[j * stride + k_off..j * stride + k_off + hd];
-        for (d, &v) in key.iter().enumerate() {
-            kt[d * len + j] = v;
-        }
-    }
-    let mut scores = vec![0.0f32; len];
-    for i in 0..l {
-        let q = &seq[i * stride + q_off..i * stride + q_off + hd];
-        scores.fill(0.0);
-        for (&qd, krow) in q.iter().zip(kt.chunks_exact(len)) {
-            for (s, &kv) in scores.iter_mut().zip(krow) {
-                *s = madd::<FMA>(qd, kv, *s);
-            }
-        }
-        let max = max_of(&scores);
-        for s in scores.iter_mut() {
+    let keys = PackedLinear::from_fn(len, hd, |j, d| seq[j * stride + k_off + d]);
+    let values = PackedLinear::from_fn(hd, len, |d, j| seq[j * stride + v_off + d]);
+    let mut probs = vec![0.0f32; l * len];
+    let queries = Lhs {
+        data: &seq[q_off..],
+        rows: l,
+        stride,
+    };
+    let scores = SharedOut {
+        ptr: probs.as_mut_ptr(),
+        stride: len,
+    };
+    linear_body::<MR, CW, TILE>(queries, &keys, Act::Identity, 0..keys.panels(), scores);
+    for row in probs.chunks_exact_mut(len) {
+        let max = max_of(row);
+        for s in row.iter_mut() {
             *s = exp_neg(max - *s);
         }
-        let inv = 1.0 / sum_of(&scores);
-        // SAFETY: this call owns columns `q_off..q_off + hd` of rows `row0..row0 + l` (one unit
-        // per sequence and head), inside the `[b·l][h]` output.
-        let ctx = unsafe { std::slice::from_raw_parts_mut(dst.0.add((row0 + i) * h + q_off), hd) };
-        ctx.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            let p = p * inv;
-            let value = &seq[j * stride + v_off..j * stride + v_off + hd];
-            for (c, &v) in ctx.iter_mut().zip(value) {
-                *c = madd::<FMA>(p, v, *c);
-            }
+        let inv = 1.0 / sum_of(row);
+        for s in row.iter_mut() {
+            *s *= inv;
         }
     }
+    let probs = Lhs {
+        data: &probs,
+        rows: l,
+        stride: len,
+    };
+    linear_body::<MR, CW, TILE>(probs, &values, Act::Identity, 0..values.panels(), dst);
 }
 
 /// Sixteen lanes, so the compiler can keep the running sum in one vector register (it will not
