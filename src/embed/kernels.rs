@@ -57,11 +57,24 @@ impl Isa {
         Isa(Level::Portable)
     }
 
-    /// Plain Rust, whatever the CPU: what `detect` falls back to, forced here so tests run it
-    /// on CPUs with SIMD too.
+    /// Every level this CPU supports, portable first, so tests cover each kernel it can run
+    /// (on an AVX-512 machine, the AVX2 kernels too).
     #[cfg(test)]
-    pub(crate) fn portable() -> Isa {
-        Isa(Level::Portable)
+    pub(crate) fn all_supported() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut levels = vec![Isa(Level::Portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                levels.push(Isa(Level::Avx2));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                levels.push(Isa(Level::Avx512));
+            }
+        }
+        levels
     }
 }
 
@@ -772,13 +785,9 @@ mod tests {
         (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
     }
 
-    /// The portable kernels, and the SIMD ones where this CPU has them.
+    /// The portable kernels, and each SIMD level this CPU has.
     fn isas() -> Vec<Isa> {
-        let mut v = vec![Isa::portable()];
-        if Isa::detect() != Isa::portable() {
-            v.push(Isa::detect());
-        }
-        v
+        Isa::all_supported()
     }
 
     /// Runs `f` on a rayon pool of `threads`, so the parallel paths split unevenly too.
