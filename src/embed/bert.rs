@@ -600,8 +600,8 @@ mod tests {
         Encoder::new(&tiny_config(act), pooling, 0, Device::Cpu, kernels, &weight).unwrap()
     }
 
-    /// The CPU kernels (portable and each SIMD level this CPU has) against candle's operations, on one text
-    /// and on a padded batch, for each activation and pooling.
+    /// The CPU kernels (portable, and each SIMD level this CPU has) against candle's operations,
+    /// on one text and on a padded batch, for each activation and pooling.
     #[test]
     fn cpu_kernels_match_candle_ops() {
         let texts: [&[u32]; 4] = [

@@ -7,12 +7,14 @@
 //! hand-offs cost more than the arithmetic at these sizes. Here weights are packed once into
 //! panels of 32 output columns × k that the microkernel streams front to back; a tile of rows ×
 //! 32 columns accumulates in registers with FMAs; bias and GELU are applied before the store;
-//! panels are shared out between rayon threads. Attention and the residual layer norm are fused
-//! for the same reason: one pass, one allocation, no transposed copies.
+//! panels are shared out between rayon threads. Attention runs each head as two products on the
+//! same microkernel (its keys and values packed like weights), with the softmax between them
+//! and padded keys left out; the residual add and layer norm are one pass.
 //!
 //! Vectorisation follows one pattern throughout: a portable loop marked `#[inline(always)]`,
 //! instantiated behind `#[target_feature]` wrappers (AVX-512, AVX2+FMA) and chosen at run time
 //! through [`Isa`]; the portable instance is the fallback for other CPUs and is tested directly.
+//! The one exception is the matrix microkernel, written with intrinsics on x86 (see `x86`).
 
 use std::ops::Range;
 
