@@ -590,7 +590,7 @@ mod tests {
         assert!(OutcomeMap::parse(&[], &t).is_err());
         let map = OutcomeMap::parse(&["small=m".into()], &t).unwrap();
         let bad = record(r#"{"id":"x","prompt":"p","outcomes":{"m":7}}"#);
-        let e = outcome_examples(&[bad.clone()], &map, Scale::Auto)
+        let e = outcome_examples(std::slice::from_ref(&bad), &map, Scale::Auto)
             .unwrap_err()
             .to_string();
         assert!(e.contains("record `x`"), "{e}");

@@ -23,7 +23,8 @@
 //!    building blocks: the error type, the tier ladder, the labeled-example format, the vote,
 //!    exact and HNSW nearest-neighbour search (the only place hnsw_rs appears), the config.
 //! 2. [`embed`]: the `Embedder` trait, the candle BERT model, model resolution and
-//!    verification, device choice, the embedding cache. The only place candle, tokenizers and
+//!    verification, device choice, the embedding cache, and the CPU kernels
+//!    (`embed/kernels.rs`: packed-weight linear, attention, layer norm, GELU). The only place candle, tokenizers and
 //!    hf-hub appear.
 //! 3. [`router`]: embedder + index + examples + policy. [`batcher`]: concurrent queries
 //!    share one embedding forward pass on a dedicated thread, behind a bounded queue.

@@ -212,7 +212,10 @@ impl Encoder {
         kernels: Kernels,
         get: &dyn Fn(&str) -> Result<Tensor>,
     ) -> Result<Self> {
-        if config.hidden_size % config.num_attention_heads != 0 {
+        if !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+        {
             return Err(Error::Model(
                 "hidden_size is not a multiple of the head count".into(),
             ));

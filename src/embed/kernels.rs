@@ -653,7 +653,7 @@ pub(crate) fn add_layer_norm(
     out: &mut [f32],
 ) {
     let n = gamma.len();
-    assert!(n > 0 && beta.len() == n && x.len() % n == 0);
+    assert!(n > 0 && beta.len() == n && x.len().is_multiple_of(n));
     assert!(residual.len() == x.len() && out.len() == x.len());
     let p = NormParams { gamma, beta, eps };
     // Rows are independent; split only when there are enough to pay for the hand-off.
