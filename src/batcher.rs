@@ -416,15 +416,7 @@ mod tests {
     }
 
     fn words(text: &str) -> Vec<f32> {
-        let mut v = vec![0.0f32; 64];
-        for w in text.split_whitespace() {
-            let h = w
-                .bytes()
-                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-            v[(h % 64) as usize] += 1.0;
-        }
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
-        v.iter().map(|x| x / n).collect()
+        crate::router::hashed_words(text)
     }
 
     impl Embedder for Gated {

@@ -357,12 +357,7 @@ fn route_file(config: &Config, input: &Path, output: &Path) -> Result<()> {
 fn ingest(config: &Config, file: &Path) -> Result<()> {
     let tiers = config.tiers()?;
     let target = &config.routing.examples;
-    let existing = if target.exists() {
-        corpus::read_examples(target, &tiers)
-            .context("the examples file to append to is invalid; fix it first")?
-    } else {
-        Vec::new()
-    };
+    let existing = existing_examples(target, &tiers)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let new = parse_examples(&text, &tiers, &corpus::ids(&existing)).map_err(|errors| {
@@ -450,12 +445,7 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
     let records = args.mapping.records(std::slice::from_ref(&args.file))?;
     let (new, skipped) = outcome_examples(&records, &map, args.mapping.scale()?)?;
     let target = &config.routing.examples;
-    let existing = if target.exists() {
-        corpus::read_examples(target, &tiers)
-            .context("the examples file to append to is invalid; fix it first")?
-    } else {
-        Vec::new()
-    };
+    let existing = existing_examples(target, &tiers)?;
     let known = corpus::ids(&existing);
     let duplicates: Vec<&str> = new
         .iter()
@@ -623,4 +613,16 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&out)?);
     eprintln!("plot written to {}", args.plot.display());
     Ok(())
+}
+
+/// The examples already in the file being appended to (none if it does not exist yet).
+fn existing_examples(
+    target: &Path,
+    tiers: &model_router::tier::Tiers,
+) -> Result<Vec<model_router::corpus::Example>> {
+    if !target.exists() {
+        return Ok(Vec::new());
+    }
+    corpus::read_examples(target, tiers)
+        .context("the examples file to append to is invalid; fix it first")
 }

@@ -341,6 +341,21 @@ fn check_query(query: &str) -> Result<&str> {
     }
 }
 
+/// A deterministic stand-in embedding for logic tests: a bag of hashed words in 64
+/// dimensions, L2-normalised.
+#[cfg(test)]
+pub(crate) fn hashed_words(text: &str) -> Vec<f32> {
+    let mut v = vec![0.0f32; 64];
+    for w in text.split_whitespace() {
+        let h = w
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        v[(h % 64) as usize] += 1.0;
+    }
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+    v.iter().map(|x| x / n).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,20 +386,7 @@ mod tests {
             &self.0
         }
         fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-            Ok(texts
-                .iter()
-                .map(|t| {
-                    let mut v = vec![0.0f32; 64];
-                    for w in t.split_whitespace() {
-                        let h = w
-                            .bytes()
-                            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-                        v[(h % 64) as usize] += 1.0;
-                    }
-                    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
-                    v.iter().map(|x| x / n).collect()
-                })
-                .collect())
+            Ok(texts.iter().map(|t| hashed_words(t)).collect())
         }
         fn count_tokens(&self, text: &str) -> Result<usize> {
             Ok(text.split_whitespace().count())
