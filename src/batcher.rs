@@ -360,10 +360,7 @@ mod tests {
 
     use super::*;
     use crate::corpus::{Example, Label};
-    use crate::embed::{Embedder, ModelInfo, SourceKind};
-    use crate::index::{HnswParams, IndexKind};
-    use crate::router::RouterOptions;
-    use crate::tier::test_tiers;
+    use crate::embed::{Embedder, ModelInfo};
 
     /// Bag-of-words embeddings, with a gate that can hold the embedding thread inside `embed`
     /// so tests decide exactly what is queued when it resumes. Records every batch's size.
@@ -383,16 +380,7 @@ mod tests {
 
         fn build(open: bool, panic_on: Option<&'static str>) -> Arc<Self> {
             Arc::new(Gated {
-                info: ModelInfo {
-                    name: "words".into(),
-                    source: SourceKind::LocalDir,
-                    dir: ".".into(),
-                    sha256: "0".repeat(64),
-                    dim: 64,
-                    pooling: "mean".into(),
-                    max_length: 256,
-                    device: "cpu".into(),
-                },
+                info: crate::router::hashed_words_info(),
                 open: Mutex::new(open),
                 changed: Condvar::new(),
                 entered: Mutex::new(0),
@@ -453,15 +441,7 @@ mod tests {
     }
 
     fn router(embedder: Arc<Gated>) -> Arc<Router> {
-        let options = RouterOptions {
-            policy: Policy {
-                fallback_tier: 2,
-                ..Policy::default()
-            },
-            index: IndexKind::Flat,
-            hnsw: HnswParams::default(),
-        };
-        let r = Router::new(embedder, test_tiers(&["small", "medium", "large"]), options);
+        let r = crate::router::empty_test_router(embedder);
         let ex = |id: &str, text: &str, tier: &str| Example {
             id: Some(id.into()),
             text: text.into(),

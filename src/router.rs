@@ -344,6 +344,39 @@ fn check_query(query: &str) -> Result<&str> {
 /// A deterministic stand-in embedding for logic tests: a bag of hashed words in 64
 /// dimensions, L2-normalised.
 #[cfg(test)]
+pub(crate) fn hashed_words_info() -> crate::embed::ModelInfo {
+    crate::embed::ModelInfo {
+        name: "words".into(),
+        source: crate::embed::SourceKind::LocalDir,
+        dir: ".".into(),
+        sha256: "0".repeat(64),
+        dim: 64,
+        pooling: "mean".into(),
+        max_length: 256,
+        device: "cpu".into(),
+    }
+}
+
+/// An empty router for logic tests: tiers small, medium, large, fallback large, exact index.
+#[cfg(test)]
+pub(crate) fn empty_test_router(embedder: Arc<dyn Embedder>) -> Router {
+    let options = RouterOptions {
+        policy: Policy {
+            fallback_tier: 2,
+            ..Policy::default()
+        },
+        index: IndexKind::Flat,
+        hnsw: HnswParams::default(),
+    };
+    Router::new(
+        embedder,
+        crate::tier::test_tiers(&["small", "medium", "large"]),
+        options,
+    )
+}
+
+/// The vector of [`hashed_words_info`]'s stand-in model for one text.
+#[cfg(test)]
 pub(crate) fn hashed_words(text: &str) -> Vec<f32> {
     let mut v = vec![0.0f32; 64];
     for w in text.split_whitespace() {
@@ -359,8 +392,7 @@ pub(crate) fn hashed_words(text: &str) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::{ModelInfo, SourceKind};
-    use crate::tier::test_tiers;
+    use crate::embed::ModelInfo;
 
     /// A deterministic stand-in embedder for router logic tests: a bag of hashed words,
     /// L2-normalised. (Real-model tests live in the integration binary.)
@@ -368,16 +400,7 @@ mod tests {
 
     impl Words {
         fn new() -> Self {
-            Words(ModelInfo {
-                name: "words".into(),
-                source: SourceKind::LocalDir,
-                dir: ".".into(),
-                sha256: "0".repeat(64),
-                dim: 64,
-                pooling: "mean".into(),
-                max_length: 256,
-                device: "cpu".into(),
-            })
+            Words(hashed_words_info())
         }
     }
 
@@ -404,19 +427,7 @@ mod tests {
     }
 
     fn router() -> Router {
-        let options = RouterOptions {
-            policy: Policy {
-                fallback_tier: 2,
-                ..Policy::default()
-            },
-            index: IndexKind::Flat,
-            hnsw: HnswParams::default(),
-        };
-        Router::new(
-            Arc::new(Words::new()),
-            test_tiers(&["small", "medium", "large"]),
-            options,
-        )
+        empty_test_router(Arc::new(Words::new()))
     }
 
     #[test]

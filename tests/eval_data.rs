@@ -55,16 +55,19 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
     slice(&dir, "routellm/routellm.jsonl", "seed_ids.txt", 300, &seed);
     slice(&dir, "routellm/routellm.jsonl", "eval_ids.txt", 120, &held);
 
-    let out = run_with(
-        &config,
-        &[
-            "--examples",
-            examples.to_str().unwrap(),
-            "ingest",
-            "--outcomes",
-            seed.to_str().unwrap(),
-        ],
-    );
+    let ingest_seed = || {
+        run_with(
+            &config,
+            &[
+                "--examples",
+                examples.to_str().unwrap(),
+                "ingest",
+                "--outcomes",
+                seed.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = ingest_seed();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("added 300 outcome examples"),
@@ -85,16 +88,7 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
     );
     // The same records again: every id is a duplicate, nothing is written.
     let before = std::fs::read(&examples).unwrap();
-    let out = run_with(
-        &config,
-        &[
-            "--examples",
-            examples.to_str().unwrap(),
-            "ingest",
-            "--outcomes",
-            seed.to_str().unwrap(),
-        ],
-    );
+    let out = ingest_seed();
     assert!(!out.status.success());
     assert_eq!(std::fs::read(&examples).unwrap(), before);
 

@@ -117,14 +117,17 @@ impl TestServer {
             .bearer_auth(ROUTER_KEY)
     }
 
+    /// POSTs with the router key and reads the JSON answer.
+    async fn post_json(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        json_of(self.post(path, body).send().await.unwrap()).await
+    }
+
     async fn route(&self, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        json_of(
-            self.post("/v1/route", body.to_string())
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        self.post_json("/v1/route", body.to_string()).await
     }
 
     async fn metrics(&self) -> String {
@@ -521,14 +524,7 @@ async fn explicit_tiers_and_concrete_models_skip_the_decision() {
     assert_eq!(header(r.headers(), "x-router-tier"), "medium");
     assert_eq!(medium.received()[0].model, "test-medium");
     // `auto` needs the model: 503 until it is loaded.
-    let r = json_of(
-        server
-            .post("/v1/chat/completions", chat("auto"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = server.post_json("/v1/chat/completions", chat("auto")).await;
     assert_error(&r, 503, "not_ready");
     server.stop().await;
 }
@@ -999,14 +995,7 @@ async fn live_examples_are_persisted_and_routed_to() {
         {"id": "live-swallow", "text": swallow, "tier": "small", "category": "trivia"},
         {"text": "Name three Monty Python films.", "outcomes": {"small": 0.9, "large": 1.0}}
     ]});
-    let (status, _, added) = json_of(
-        server
-            .post("/v1/examples", add.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, added) = server.post_json("/v1/examples", add.to_string()).await;
     assert_eq!(status, StatusCode::CREATED, "{added}");
     assert_eq!(added, json!({"added": 2, "examples": 13}));
     for r in routes {
@@ -1027,27 +1016,15 @@ async fn live_examples_are_persisted_and_routed_to() {
 
     // A reused id is refused and nothing is written.
     let again = json!({"examples": [{"id": "live-swallow", "text": "again", "tier": "small"}]});
-    let r = json_of(
-        server
-            .post("/v1/examples", again.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = server.post_json("/v1/examples", again.to_string()).await;
     assert_error(&r, 400, "invalid_examples");
     assert!(r.2["error"]["message"]
         .as_str()
         .unwrap()
         .contains("duplicate id"));
-    let r = json_of(
-        server
-            .post("/v1/examples", r#"{"examples": []}"#)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = server
+        .post_json("/v1/examples", r#"{"examples": []}"#)
+        .await;
     assert_error(&r, 400, "no_examples");
     assert_eq!(
         read_examples(&examples, &c.tiers().unwrap()).unwrap().len(),
@@ -1060,14 +1037,7 @@ async fn live_examples_are_persisted_and_routed_to() {
     let mut open = c.clone();
     open.server.api_keys_env = None;
     let server = TestServer::start(&open, Some(fixture_router())).await;
-    let r = json_of(
-        server
-            .post("/v1/examples", add.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = server.post_json("/v1/examples", add.to_string()).await;
     assert_error(&r, 403, "examples_disabled");
     server.stop().await;
 }
