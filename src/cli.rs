@@ -144,6 +144,10 @@ pub struct EvalArgs {
     /// Softmax temperatures to try, comma-separated (default: the config's).
     #[arg(long, value_delimiter = ',')]
     pub temperature: Vec<f32>,
+    /// Category baseline settings to try, comma-separated: `false,true` compares the plain
+    /// vote with qualities re-based by category (default: the config's).
+    #[arg(long, value_delimiter = ',', value_name = "BOOL")]
+    pub category_baseline: Vec<bool>,
     /// Where to write the cost-quality plot (SVG), for the first setting.
     #[arg(long, default_value = "eval.svg")]
     pub plot: PathBuf,
@@ -506,15 +510,24 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     } else {
         args.temperature.clone()
     };
-    let policies: Vec<Policy> = ks
-        .iter()
-        .flat_map(|&k| temps.iter().map(move |&temperature| (k, temperature)))
-        .map(|(k, temperature)| Policy {
-            k,
-            temperature,
-            ..base.clone()
-        })
-        .collect();
+    let baselines = if args.category_baseline.is_empty() {
+        vec![base.category_baseline]
+    } else {
+        args.category_baseline.clone()
+    };
+    let mut policies: Vec<Policy> = Vec::new();
+    for &category_baseline in &baselines {
+        for &k in &ks {
+            for &temperature in &temps {
+                policies.push(Policy {
+                    k,
+                    temperature,
+                    category_baseline,
+                    ..base.clone()
+                });
+            }
+        }
+    }
 
     let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
     let bar = progress_bar("embedding");
@@ -570,7 +583,10 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     let mut settings = Vec::new();
     for (i, (policy, routed)) in policies.iter().zip(&routed).enumerate() {
         let reports = report(&items, routed, relative_weak_cost);
-        eprintln!("k={} temperature={}:", policy.k, policy.temperature);
+        eprintln!(
+            "k={} temperature={} category_baseline={}:",
+            policy.k, policy.temperature, policy.category_baseline
+        );
         for r in &reports {
             let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
             eprintln!(
@@ -581,11 +597,16 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
         }
         if i == 0 {
             let title = format!(
-                "{} vs {}: k={}, temperature={}{}",
+                "{} vs {}: k={}, temperature={}{}{}",
                 names[0],
                 names[names.len() - 1],
                 policy.k,
                 policy.temperature,
+                if policy.category_baseline {
+                    ", category baseline"
+                } else {
+                    ""
+                },
                 if args.cv.is_some() {
                     " (cross-validated)"
                 } else {
@@ -597,6 +618,7 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
         settings.push(serde_json::json!({
             "k": policy.k,
             "temperature": policy.temperature,
+            "category_baseline": policy.category_baseline,
             "quality_target": policy.quality_target,
             "reports": reports,
         }));

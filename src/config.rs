@@ -131,6 +131,11 @@ pub struct RoutingConfig {
     /// Softmax temperature over neighbour similarities.
     #[serde(default = "default_temperature")]
     pub temperature: f32,
+    /// Count each outcome example's quality relative to its category's mean (the category's
+    /// base rate replaced by the mean over all examples). For example sets whose categories
+    /// are sources (benchmarks) rather than topics. Default false.
+    #[serde(default)]
+    pub category_baseline: bool,
     /// auto (exact below 10k examples, HNSW above) | flat | hnsw
     #[serde(default = "default_index")]
     pub index: IndexKind,
@@ -291,6 +296,7 @@ impl Config {
             min_similarity: self.routing.min_similarity,
             fallback_tier: tiers.require(&self.routing.fallback_tier)?,
             temperature: self.routing.temperature,
+            category_baseline: self.routing.category_baseline,
         })
     }
 
@@ -371,6 +377,13 @@ base_url = "http://localhost:9"
         assert_eq!(c.routing.k, 10);
         assert_eq!(c.embedding.model, DEFAULT_MODEL);
         assert_eq!(c.policy().unwrap().fallback_tier, 1);
+        assert!(!c.policy().unwrap().category_baseline);
+        let with = load(&MINIMAL.replace(
+            "fallback_tier = \"large\"",
+            "fallback_tier = \"large\"\ncategory_baseline = true",
+        ))
+        .unwrap();
+        assert!(with.policy().unwrap().category_baseline);
         let o = Overrides {
             examples: Some("x.jsonl".into()),
             quality_target: Some(0.5),

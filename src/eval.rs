@@ -499,7 +499,8 @@ pub fn evaluate(
     for v in &vectors {
         let evidence = router.evidence(v, k_max)?;
         for (p, routed) in policies.iter().zip(out.iter_mut()) {
-            routed.push(route_item(&evidence, router.tiers(), p, weak, strong));
+            let evidence = &evidence[usize::from(p.category_baseline)];
+            routed.push(route_item(evidence, router.tiers(), p, weak, strong));
         }
     }
     Ok(out)
@@ -630,7 +631,21 @@ pub fn leave_one_out(
     let dim = vectors.first().map_or(0, Vec::len);
     let mut index = FlatIndex::new(dim);
     index.add(vectors)?;
-    let quality: Vec<_> = examples.iter().map(|e| e.label.quality(tiers)).collect();
+    let mut quality: Vec<_> = examples.iter().map(|e| e.label.quality(tiers)).collect();
+    if policy.category_baseline {
+        // Category means over the whole set (the left-out example included).
+        let mut baseline = crate::vote::CategoryBaseline::default();
+        let groups: Vec<usize> = examples
+            .iter()
+            .zip(&quality)
+            .map(|(e, q)| baseline.add(e.category.as_deref(), q))
+            .collect();
+        quality = groups
+            .iter()
+            .zip(&quality)
+            .map(|(&g, q)| baseline.adjust(g, q))
+            .collect();
+    }
     let mut confusion = vec![vec![0usize; tiers.len()]; tiers.len()];
     let mut by_category: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (i, (e, v)) in examples.iter().zip(vectors).enumerate() {

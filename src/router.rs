@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::corpus::{read_examples, Example, Label};
 use crate::embed::{Embedder, EmbeddingCache};
 use crate::error::{Error, Result};
-use crate::index::{new_index, HnswParams, IndexKind, VectorIndex};
+use crate::index::{new_index, Hit, HnswParams, IndexKind, VectorIndex};
 use crate::tier::Tiers;
-use crate::vote::{vote, Basis, Evidence, Policy, TierScores};
+use crate::vote::{vote, Basis, CategoryBaseline, Evidence, Policy, TierScores};
 
 /// Texts embedded per call while building: large enough to sort by length and batch well.
 const BUILD_CHUNK: usize = 256;
@@ -55,6 +55,27 @@ struct State {
     examples: Vec<Example>,
     /// Per-example quality per tier, precomputed from the labels.
     quality: Vec<Vec<Option<f32>>>,
+    /// Per-example category group in `baseline`.
+    group: Vec<usize>,
+    /// Mean quality per category, for `Policy::category_baseline`.
+    baseline: CategoryBaseline,
+}
+
+impl State {
+    /// The vote's view of index hits: similarity and quality (re-based on the overall mean
+    /// when `category_baseline`).
+    fn evidence(&self, hits: &[Hit], category_baseline: bool) -> Vec<Evidence> {
+        hits.iter()
+            .map(|h| Evidence {
+                similarity: h.similarity,
+                quality: if category_baseline {
+                    self.baseline.adjust(self.group[h.id], &self.quality[h.id])
+                } else {
+                    self.quality[h.id].clone()
+                },
+            })
+            .collect()
+    }
 }
 
 /// Embedder + index + examples + policy.
@@ -87,6 +108,8 @@ impl Router {
                 index,
                 examples: Vec::new(),
                 quality: Vec::new(),
+                group: Vec::new(),
+                baseline: CategoryBaseline::default(),
             }),
             cache: None,
         }
@@ -190,6 +213,10 @@ impl Router {
             .collect();
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.index.add(&vectors)?;
+        for (e, q) in examples.iter().zip(&quality) {
+            let group = state.baseline.add(e.category.as_deref(), q);
+            state.group.push(group);
+        }
         state.examples.extend(examples);
         state.quality.extend(quality);
         Ok(())
@@ -250,18 +277,13 @@ impl Router {
             .collect())
     }
 
-    /// The `k` nearest examples of an embedded query as the vote sees them, closest first.
-    pub fn evidence(&self, vector: &[f32], k: usize) -> Result<Vec<Evidence>> {
+    /// The `k` nearest examples of an embedded query as the vote sees them, closest first:
+    /// with their own quality and with it re-based on the overall mean by category
+    /// (`Policy::category_baseline` off and on), from one search.
+    pub fn evidence(&self, vector: &[f32], k: usize) -> Result<[Vec<Evidence>; 2]> {
         let state = self.read();
-        Ok(state
-            .index
-            .search(vector, k)?
-            .iter()
-            .map(|h| Evidence {
-                similarity: h.similarity,
-                quality: state.quality[h.id].clone(),
-            })
-            .collect())
+        let hits = state.index.search(vector, k)?;
+        Ok([state.evidence(&hits, false), state.evidence(&hits, true)])
     }
 
     /// Routes one query with the configured policy.
@@ -294,13 +316,7 @@ impl Router {
     pub fn decide(&self, vector: &[f32], policy: &Policy) -> Result<Decision> {
         let state = self.read();
         let hits = state.index.search(vector, policy.k)?;
-        let evidence: Vec<Evidence> = hits
-            .iter()
-            .map(|h| Evidence {
-                similarity: h.similarity,
-                quality: state.quality[h.id].clone(),
-            })
-            .collect();
+        let evidence = state.evidence(&hits, policy.category_baseline);
         let v = vote(&evidence, &self.tiers, policy);
         let tier = &self.tiers[v.tier];
         Ok(Decision {
@@ -455,6 +471,43 @@ mod tests {
             .route_batch(&["hello there friend", "prove it rigorously"], r.policy())
             .unwrap();
         assert_eq!(batch[0].tier, "small");
+    }
+
+    #[test]
+    fn category_baseline_rebases_neighbour_quality() {
+        let r = router();
+        let outcomes = |id: &str, text: &str, category: &str, small: f32| Example {
+            id: Some(id.into()),
+            text: text.into(),
+            label: Label::Outcomes {
+                outcomes: [("small".to_string(), small), ("large".to_string(), 1.0)].into(),
+            },
+            category: Some(category.into()),
+            meta: None,
+        };
+        // Small's mean: 0.5 in "hard", 1 in "easy", 2/3 overall.
+        r.add(vec![
+            outcomes("h1", "integrate this tricky function", "hard", 0.0),
+            outcomes("h2", "integrate this easy function", "hard", 1.0),
+            outcomes("e1", "say hello to my friend", "easy", 1.0),
+        ])
+        .unwrap();
+        let v = hashed_words("integrate this tricky function");
+        let [plain, rebased] = r.evidence(&v, 1).unwrap();
+        assert_eq!(plain[0].quality, [Some(0.0), None, Some(1.0)]);
+        let q = rebased[0].quality[0].unwrap();
+        assert!((q - 1.0 / 6.0).abs() < 1e-6, "0 - 0.5 + 2/3, got {q}");
+        assert_eq!(rebased[0].quality[2], Some(1.0));
+        let policy = Policy {
+            k: 1,
+            category_baseline: true,
+            ..r.policy().clone()
+        };
+        let d = r
+            .route_with("integrate this tricky function", &policy)
+            .unwrap();
+        assert!((d.quality.get("small").unwrap() - 1.0 / 6.0).abs() < 1e-6);
+        assert!(d.reason.contains("category"), "{}", d.reason);
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! neighbours that say something about t. The decision is the cheapest tier whose Q reaches
 //! `quality_target` × max_t Q(t); below `min_similarity` the query is out of distribution and
 //! goes to the fallback tier.
+//!
+//! With `category_baseline`, each neighbour's quality counts relative to its category: the
+//! category's mean quality for the tier is replaced by the mean over all examples
+//! ([`CategoryBaseline`]), so an example from an easy (or hard) source says "easier (or harder)
+//! than is typical for its source" instead of passing on that source's base rate.
+
+use std::collections::HashMap;
 
 use serde::{Serialize, Serializer};
 
@@ -23,6 +30,10 @@ pub struct Policy {
     pub fallback_tier: usize,
     /// Softmax temperature over similarities; larger = closer to a plain mean.
     pub temperature: f32,
+    /// Count each neighbour's quality relative to its category's mean (see
+    /// [`CategoryBaseline`]). Off by default: with topic categories on tier labels, a
+    /// category's base rate is real evidence; with one category per benchmark, it is not.
+    pub category_baseline: bool,
 }
 
 impl Default for Policy {
@@ -33,7 +44,67 @@ impl Default for Policy {
             min_similarity: 0.35,
             fallback_tier: 0,
             temperature: 0.05,
+            category_baseline: false,
         }
+    }
+}
+
+/// Mean quality per tier, per category and over all examples, for re-basing each example's
+/// quality on the overall mean: q'(t) = clamp(q(t) − mean_category(t) + mean_all(t), 0, 1).
+/// Examples without a category form one group of their own; with a single group, q' = q.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CategoryBaseline {
+    groups: HashMap<Option<String>, usize>,
+    /// Per group, per tier: (sum of qualities, number of examples scoring the tier).
+    stats: Vec<Vec<(f64, u64)>>,
+    all: Vec<(f64, u64)>,
+}
+
+impl CategoryBaseline {
+    /// Counts one example; returns its group, for [`CategoryBaseline::adjust`].
+    pub fn add(&mut self, category: Option<&str>, quality: &[Option<f32>]) -> usize {
+        let next = self.groups.len();
+        let group = *self
+            .groups
+            .entry(category.map(str::to_string))
+            .or_insert(next);
+        if group == self.stats.len() {
+            self.stats.push(Vec::new());
+        }
+        let n = quality.len();
+        for s in [&mut self.stats[group], &mut self.all] {
+            if s.len() < n {
+                s.resize(n, (0.0, 0));
+            }
+        }
+        for (t, q) in quality.iter().enumerate() {
+            if let Some(q) = q {
+                self.stats[group][t].0 += f64::from(*q);
+                self.stats[group][t].1 += 1;
+                self.all[t].0 += f64::from(*q);
+                self.all[t].1 += 1;
+            }
+        }
+        group
+    }
+
+    /// An example's quality re-based from its group's mean on the overall mean.
+    pub fn adjust(&self, group: usize, quality: &[Option<f32>]) -> Vec<Option<f32>> {
+        let mean = |s: Option<&(f64, u64)>| s.filter(|s| s.1 > 0).map(|s| s.0 / s.1 as f64);
+        quality
+            .iter()
+            .enumerate()
+            .map(|(t, q)| {
+                let q = (*q)?;
+                let own = self.stats.get(group).and_then(|g| mean(g.get(t)));
+                match (own, mean(self.all.get(t))) {
+                    (Some(own), Some(all)) => {
+                        Some((f64::from(q) - own + all).clamp(0.0, 1.0) as f32)
+                    }
+                    _ => Some(q),
+                }
+            })
+            .collect()
     }
 }
 
@@ -162,6 +233,11 @@ pub fn vote(neighbors: &[Evidence], tiers: &Tiers, policy: &Policy) -> Vote {
             policy.quality_target * 100.0,
             sorted.len()
         )
+    };
+    let reason = if policy.category_baseline {
+        format!("{reason}; qualities are relative to each neighbour's category")
+    } else {
+        reason
     };
     Vote {
         tier,
@@ -341,6 +417,86 @@ mod tests {
             serde_json::to_string(&v.quality).unwrap(),
             r#"{"small":0.9,"large":1.0}"#
         );
+    }
+
+    #[test]
+    fn category_baseline_rebases_on_the_overall_mean() {
+        let mut b = CategoryBaseline::default();
+        // Category "easy": small scores 1 and 1 (mean 1); "hard": 0 and 1 (mean 0.5);
+        // overall small mean 0.75. Large scores 1 everywhere; medium is never scored.
+        let easy = b.add(Some("easy"), &[Some(1.0), None, Some(1.0)]);
+        assert_eq!(b.add(Some("easy"), &[Some(1.0), None, Some(1.0)]), easy);
+        let hard = b.add(Some("hard"), &[Some(0.0), None, Some(1.0)]);
+        b.add(Some("hard"), &[Some(1.0), None, Some(1.0)]);
+        assert_ne!(easy, hard);
+        // 1 - 1 + 0.75 = 0.75 for a success where every example succeeds;
+        // 1 - 0.5 + 0.75 = 1.25 -> clamped to 1; 0 - 0.5 + 0.75 = 0.25.
+        assert_eq!(
+            b.adjust(easy, &[Some(1.0), None, Some(1.0)]),
+            [Some(0.75), None, Some(1.0)]
+        );
+        assert_eq!(b.adjust(hard, &[Some(1.0), None, Some(1.0)])[0], Some(1.0));
+        assert_eq!(b.adjust(hard, &[Some(0.0), None, Some(1.0)])[0], Some(0.25));
+        // A tier the group never scored is left as it is.
+        assert_eq!(b.adjust(easy, &[None, Some(0.3), None])[1], Some(0.3));
+    }
+
+    #[test]
+    fn one_category_or_none_leaves_quality_unchanged() {
+        let mut b = CategoryBaseline::default();
+        let g = b.add(None, &[Some(0.0), Some(1.0), Some(1.0)]);
+        b.add(None, &[Some(1.0), Some(1.0), Some(1.0)]);
+        assert_eq!(b.add(None, &[Some(0.0), Some(0.0), Some(1.0)]), g);
+        for q in [
+            [Some(0.0), Some(1.0), Some(1.0)],
+            [Some(1.0), Some(0.0), None],
+        ] {
+            let adjusted = b.adjust(g, &q);
+            for (a, q) in adjusted.iter().zip(&q) {
+                assert_eq!(a.map(|a| (a * 1e5).round()), q.map(|q| (q * 1e5).round()));
+            }
+        }
+    }
+
+    #[test]
+    fn category_baseline_changes_the_ranking_not_just_the_scale() {
+        // Two neighbours, equally close: one from a source where small fails half the time
+        // and failed here, one from a source where small always succeeds. Raw: Q(small) =
+        // 0.5. Re-based (overall small mean 2/3): (0 - 0.5 + 2/3, 1 - 1 + 2/3) -> 0.417.
+        let mut b = CategoryBaseline::default();
+        let hard = b.add(Some("hard"), &[Some(0.0), None, Some(1.0)]);
+        b.add(Some("hard"), &[Some(1.0), None, Some(1.0)]);
+        let easy = b.add(Some("easy"), &[Some(1.0), None, Some(1.0)]);
+        let raw = [
+            (hard, vec![Some(0.0), None, Some(1.0)]),
+            (easy, vec![Some(1.0), None, Some(1.0)]),
+        ];
+        let evidence = |rebase: bool| -> Vec<Evidence> {
+            raw.iter()
+                .map(|(g, q)| Evidence {
+                    similarity: 0.8,
+                    quality: if rebase { b.adjust(*g, q) } else { q.clone() },
+                })
+                .collect()
+        };
+        let p = Policy {
+            quality_target: 0.45,
+            ..policy()
+        };
+        let plain = vote(&evidence(false), &tiers(), &p);
+        assert_eq!(plain.tier, 0, "0.5 >= 0.45 x 1");
+        let rebased = vote(
+            &evidence(true),
+            &tiers(),
+            &Policy {
+                category_baseline: true,
+                ..p
+            },
+        );
+        let q_small = rebased.quality.get("small").unwrap();
+        assert!((q_small - 2.5 / 6.0).abs() < 1e-6, "{q_small}");
+        assert_eq!(rebased.tier, 2, "0.417 < 0.45 x 1");
+        assert!(rebased.reason.contains("category"), "{}", rebased.reason);
     }
 
     #[test]
