@@ -86,6 +86,8 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
         first["outcomes"]["small"].is_number() && first["outcomes"]["large"].is_number(),
         "{first}"
     );
+    // The source benchmark becomes the category, which `category_baseline` groups by.
+    assert_eq!(first["category"], "mmlu", "{first}");
     // The same records again: every id is a duplicate, nothing is written.
     let before = std::fs::read(&examples).unwrap();
     let out = ingest_seed();
@@ -104,13 +106,28 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
             plot.to_str().unwrap(),
             "--k",
             "5,10",
+            "--category-baseline",
+            "false,true",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["items"], 120);
     let settings = report["settings"].as_array().unwrap();
-    assert_eq!(settings.len(), 2);
+    assert_eq!(settings.len(), 4);
+    for (s, (k, baseline)) in settings
+        .iter()
+        .zip([(5, false), (10, false), (5, true), (10, true)])
+    {
+        assert_eq!(
+            (s["k"].as_u64(), s["category_baseline"].as_bool()),
+            (Some(k), Some(baseline))
+        );
+    }
+    // Every seed example is MMLU, one category: re-basing on the overall mean changes nothing.
+    let apgr = |i: usize| settings[i]["reports"][0]["router"]["apgr"].as_f64();
+    assert_eq!(apgr(0), apgr(2));
+    assert_eq!(apgr(1), apgr(3));
     let mmlu = &settings[0]["reports"][0];
     assert_eq!(mmlu["benchmark"], "mmlu");
     for key in ["apgr", "cpt50", "cpt80", "share_at_95"] {
