@@ -6,8 +6,11 @@
 # Index: every seed-split record of routellm, routerbench-subset and arena-bench-v1 as two-tier
 # outcome examples (small = Mixtral-8x7B, large = GPT-4-1106; data/eval.toml). Held out: the
 # eval-split records of routellm (MMLU 20%, GSM8K, MT-Bench turn 1), routerbench-subset test rows
-# (ARC-Challenge, Winogrande, MBPP) and AlpacaEval. Nothing is tuned on the held-out split: k and
-# the temperature in data/eval.toml come from `--cv 5` on the seed split (scripts/eval_seed_cv.sh).
+# (ARC-Challenge, Winogrande, MBPP) and AlpacaEval. Nothing is tuned on the held-out split: k,
+# the temperature and category_baseline in data/eval.toml were chosen on the seed split alone
+# (`--cv 5` in scripts/eval_seed_cv.sh, plus a leave-one-source-out check; see README "Results").
+# ingest --outcomes stores each record's source_benchmark as the example's category, which the
+# category baseline groups by.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${EVAL_DATA:-../shared/eval-data}"
