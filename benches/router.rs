@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -62,16 +62,27 @@ fn bench_embed(c: &mut Criterion) {
         embedder.count_tokens(&t.medium).unwrap(),
         t.batch.len()
     );
+    // Throughput in tokens: equal tokens/s at batch 1 and batch 32 mean the forward pass is
+    // bound by arithmetic, not by per-call overhead, so batching cannot add much on this device.
+    let tokens = |texts: &[&str]| -> u64 {
+        texts
+            .iter()
+            .map(|t| embedder.count_tokens(t).unwrap() as u64)
+            .sum()
+    };
     let mut g = c.benchmark_group("embed");
     g.measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Elements(tokens(&[&t.short])));
     g.bench_function("batch1_short", |b| {
         b.iter(|| embedder.embed(&[black_box(&t.short)]).unwrap())
     });
+    g.throughput(Throughput::Elements(tokens(&[&t.medium])));
     g.bench_function("batch1_medium", |b| {
         b.iter(|| embedder.embed(&[black_box(&t.medium)]).unwrap())
     });
     let batch: Vec<&str> = t.batch.iter().map(String::as_str).collect();
     g.sample_size(20);
+    g.throughput(Throughput::Elements(tokens(&batch)));
     g.bench_function("batch32", |b| {
         b.iter(|| embedder.embed(black_box(&batch)).unwrap())
     });
