@@ -17,7 +17,7 @@ use model_router::corpus::{
 };
 use model_router::embed::{self, source, Embedder, ModelSpec};
 use model_router::error::{Error, LineError};
-use model_router::eval::{cross_validate, evaluate, items_from_records, report};
+use model_router::eval::{cross_validate, evaluate, items_from_records, report, Folds};
 use model_router::index::{HnswParams, IndexKind};
 use model_router::router::Router;
 use model_router::router::RouterOptions;
@@ -134,10 +134,11 @@ pub struct EvalArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub mapping: OutcomeArgs,
-    /// Instead of routing FILES against --examples, cross-validate on them in N folds
-    /// (folds by prompt-text hash). For tuning on a seed split.
-    #[arg(long, value_name = "N")]
-    pub cv: Option<usize>,
+    /// Instead of routing FILES against --examples, cross-validate on them: `N` folds by
+    /// prompt-text hash, or `group`: leave one benchmark (one MMLU subject) out at a time, a
+    /// stand-in for out-of-domain traffic. For tuning on a seed split.
+    #[arg(long, value_name = "N|group")]
+    pub cv: Option<Folds>,
     /// Neighbour counts to try, comma-separated (default: the config's k).
     #[arg(long, value_delimiter = ',')]
     pub k: Vec<usize>,
@@ -607,10 +608,10 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
                 } else {
                     ""
                 },
-                if args.cv.is_some() {
-                    " (cross-validated)"
-                } else {
-                    ""
+                match args.cv {
+                    Some(Folds::Hash(n)) => format!(" ({n}-fold cross-validated)"),
+                    Some(Folds::Group) => " (leave one benchmark/subject out)".to_string(),
+                    None => String::new(),
                 }
             );
             model_router::eval::plot(&reports, &args.plot, &title)?;
@@ -629,7 +630,11 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
         "relative_weak_cost": relative_weak_cost,
         "items": items.len(),
         "records": records.len(),
-        "cross_validated_folds": args.cv,
+        "cross_validated_folds": match args.cv {
+            Some(Folds::Hash(n)) => serde_json::json!(n),
+            Some(Folds::Group) => serde_json::json!("group"),
+            None => serde_json::Value::Null,
+        },
         "settings": settings,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

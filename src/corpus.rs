@@ -259,6 +259,9 @@ pub struct OutcomeRecord {
     pub prompt: String,
     #[serde(default)]
     pub source_benchmark: Option<String>,
+    /// A finer group inside the benchmark (e.g. the MMLU subject), where the source has one.
+    #[serde(default)]
+    pub subject: Option<String>,
     #[serde(default)]
     pub label_type: Option<String>,
     pub outcomes: BTreeMap<String, serde_json::Value>,

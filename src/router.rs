@@ -405,32 +405,34 @@ pub(crate) fn hashed_words(text: &str) -> Vec<f32> {
     v.iter().map(|x| x / n).collect()
 }
 
+/// A deterministic stand-in embedder for logic tests: [`hashed_words`] vectors.
+/// (Real-model tests live in the integration binary.)
+#[cfg(test)]
+pub(crate) struct HashedWords(crate::embed::ModelInfo);
+
+#[cfg(test)]
+impl HashedWords {
+    pub(crate) fn new() -> Self {
+        HashedWords(hashed_words_info())
+    }
+}
+
+#[cfg(test)]
+impl Embedder for HashedWords {
+    fn info(&self) -> &crate::embed::ModelInfo {
+        &self.0
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(texts.iter().map(|t| hashed_words(t)).collect())
+    }
+    fn count_tokens(&self, text: &str) -> Result<usize> {
+        Ok(text.split_whitespace().count())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::ModelInfo;
-
-    /// A deterministic stand-in embedder for router logic tests: a bag of hashed words,
-    /// L2-normalised. (Real-model tests live in the integration binary.)
-    struct Words(ModelInfo);
-
-    impl Words {
-        fn new() -> Self {
-            Words(hashed_words_info())
-        }
-    }
-
-    impl Embedder for Words {
-        fn info(&self) -> &ModelInfo {
-            &self.0
-        }
-        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-            Ok(texts.iter().map(|t| hashed_words(t)).collect())
-        }
-        fn count_tokens(&self, text: &str) -> Result<usize> {
-            Ok(text.split_whitespace().count())
-        }
-    }
 
     fn example(id: &str, text: &str, tier: &str) -> Example {
         Example {
@@ -443,7 +445,7 @@ mod tests {
     }
 
     fn router() -> Router {
-        empty_test_router(Arc::new(Words::new()))
+        empty_test_router(Arc::new(HashedWords::new()))
     }
 
     #[test]
