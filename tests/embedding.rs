@@ -2,7 +2,7 @@
 //! (scripts/make_reference.py: a pure-Python tokenizer and a float64 numpy BERT, itself
 //! checked against sentence-transformers), for short, non-ASCII and over-length texts.
 
-use crate::util::{cosine, embedder, fixture};
+use crate::util::{cosine, device, embedder, fixture};
 
 struct Reference {
     name: String,
@@ -103,7 +103,11 @@ fn model_info_is_complete() {
     assert_eq!(info.dim, 384);
     assert_eq!(info.pooling, "mean");
     assert_eq!(info.max_length, 256);
-    assert_eq!(info.device, "cpu");
+    match device().as_deref() {
+        None | Some("cpu") => assert_eq!(info.device, "cpu"),
+        Some("auto") => {}
+        Some(gpu) => assert!(info.device.starts_with(gpu), "{} for {gpu}", info.device),
+    }
     assert_eq!(
         info.sha256,
         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"

@@ -13,8 +13,22 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The fixture config, on the CPU unless `ROUTER_DEVICE` names another device (as for the
+/// binary, which the CLI tests run with the same environment): `ROUTER_DEVICE=metal cargo test
+/// --release --features metal` checks the reference vectors on a Mac's GPU.
 pub fn config() -> Config {
-    Config::load(&fixture("router.toml"), &Overrides::default()).expect("fixture config")
+    let overrides = Overrides {
+        device: device(),
+        ..Overrides::default()
+    };
+    Config::load(&fixture("router.toml"), &overrides).expect("fixture config")
+}
+
+/// The device the tests ask for: `ROUTER_DEVICE`, if set.
+pub fn device() -> Option<String> {
+    std::env::var("ROUTER_DEVICE")
+        .ok()
+        .filter(|d| !d.is_empty())
 }
 
 /// The real model, loaded once for the whole test binary.
