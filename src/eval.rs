@@ -497,11 +497,15 @@ pub fn evaluate(
         .iter()
         .map(|_| Vec::with_capacity(prompts.len()))
         .collect();
+    // Neighbour qualities only in the variants some policy votes on.
+    let mut variants: Vec<bool> = policies.iter().map(|p| p.category_baseline).collect();
+    variants.sort_unstable();
+    variants.dedup();
     for v in &vectors {
-        let evidence = router.evidence(v, k_max)?;
+        let evidence = router.evidence(v, k_max, &variants)?;
         for (p, routed) in policies.iter().zip(out.iter_mut()) {
-            let evidence = &evidence[usize::from(p.category_baseline)];
-            routed.push(route_item(evidence, router.tiers(), p, weak, strong));
+            let i = variants.binary_search(&p.category_baseline).unwrap();
+            routed.push(route_item(&evidence[i], router.tiers(), p, weak, strong));
         }
     }
     Ok(out)

@@ -277,13 +277,21 @@ impl Router {
             .collect())
     }
 
-    /// The `k` nearest examples of an embedded query as the vote sees them, closest first:
-    /// with their own quality and with it re-based on the overall mean by category
-    /// (`Policy::category_baseline` off and on), from one search.
-    pub fn evidence(&self, vector: &[f32], k: usize) -> Result<[Vec<Evidence>; 2]> {
+    /// The `k` nearest examples of an embedded query as the vote sees them, closest first, from
+    /// one search: one list per entry of `category_baseline` (`Policy::category_baseline`:
+    /// false = their own quality, true = re-based on the overall mean by category).
+    pub fn evidence(
+        &self,
+        vector: &[f32],
+        k: usize,
+        category_baseline: &[bool],
+    ) -> Result<Vec<Vec<Evidence>>> {
         let state = self.read();
         let hits = state.index.search(vector, k)?;
-        Ok([state.evidence(&hits, false), state.evidence(&hits, true)])
+        Ok(category_baseline
+            .iter()
+            .map(|&rebase| state.evidence(&hits, rebase))
+            .collect())
     }
 
     /// Routes one query with the configured policy.
@@ -495,7 +503,8 @@ mod tests {
         ])
         .unwrap();
         let v = hashed_words("integrate this tricky function");
-        let [plain, rebased] = r.evidence(&v, 1).unwrap();
+        let [plain, rebased] =
+            <[_; 2]>::try_from(r.evidence(&v, 1, &[false, true]).unwrap()).unwrap();
         assert_eq!(plain[0].quality, [Some(0.0), None, Some(1.0)]);
         let q = rebased[0].quality[0].unwrap();
         assert!((q - 1.0 / 6.0).abs() < 1e-6, "0 - 0.5 + 2/3, got {q}");
