@@ -149,6 +149,9 @@ pub struct EvalArgs {
     /// vote with qualities re-based by category (default: the config's).
     #[arg(long, value_delimiter = ',', value_name = "BOOL")]
     pub category_baseline: Vec<bool>,
+    /// Bootstrap resamples for each APGR's 95% interval (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
     /// Where to write the cost-quality plot (SVG), for the first setting.
     #[arg(long, default_value = "eval.svg")]
     pub plot: PathBuf,
@@ -583,7 +586,7 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
 
     let mut settings = Vec::new();
     for (i, (policy, routed)) in policies.iter().zip(&routed).enumerate() {
-        let reports = report(&items, routed, relative_weak_cost);
+        let reports = report(&items, routed, relative_weak_cost, args.bootstrap);
         eprintln!(
             "k={} temperature={} category_baseline={}:",
             policy.k, policy.temperature, policy.category_baseline
@@ -591,8 +594,10 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
         for r in &reports {
             let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
             eprintln!(
-                "  {:<28} n={:<5} APGR {} (oracle {})  CPT50 {}  CPT80 {}  strong share at 95% {} (random {})",
-                r.benchmark, r.n, f(r.router.apgr), f(r.oracle.apgr), f(r.router.cpt50),
+                "  {:<28} n={:<5} APGR {}{} (oracle {})  CPT50 {}  CPT80 {}  strong share at 95% {} (random {})",
+                r.benchmark, r.n, f(r.router.apgr),
+                r.router_apgr_ci95.map(|(lo, hi)| format!(" [{lo:.3}, {hi:.3}]")).unwrap_or_default(),
+                f(r.oracle.apgr), f(r.router.cpt50),
                 f(r.router.cpt80), f(r.router.share_at_95), f(r.random.share_at_95)
             );
         }

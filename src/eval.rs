@@ -132,6 +132,90 @@ impl Curve {
     }
 }
 
+/// A 95% bootstrap interval for the APGR of the ranking by `score`: the prompts are resampled
+/// with replacement `resamples` times and the 2.5th and 97.5th percentiles of the resampled APGRs
+/// reported (percentile method). The generator is seeded, so a rerun prints the same interval.
+/// `None` without resamples, or when fewer than 20 resamples have a weak→strong gap.
+pub fn apgr_interval(items: &[Item], scores: &[f64], resamples: usize) -> Option<(f64, f64)> {
+    assert_eq!(items.len(), scores.len());
+    let n = items.len();
+    if resamples == 0 || n == 0 {
+        return None;
+    }
+    // Rank once; a resample only changes how many copies of each prompt there are, and copies
+    // share their prompt's tie group.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut group_of = vec![0usize; n];
+    let mut groups = 0;
+    for (pos, &i) in order.iter().enumerate() {
+        if pos > 0 && scores[i] != scores[order[pos - 1]] {
+            groups += 1;
+        }
+        group_of[i] = groups;
+    }
+    let mut rng = SplitMix64(0x5eed_a96e);
+    let mut gain = vec![0.0f64; groups + 1];
+    let mut size = vec![0usize; groups + 1];
+    let mut apgrs = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        gain.fill(0.0);
+        size.fill(0);
+        for _ in 0..n {
+            let i = rng.below(n);
+            gain[group_of[i]] += items[i].strong - items[i].weak;
+            size[group_of[i]] += 1;
+        }
+        if let Some(a) = apgr_of_groups(&gain, &size) {
+            apgrs.push(a);
+        }
+    }
+    if apgrs.len() < 20 {
+        return None;
+    }
+    apgrs.sort_by(f64::total_cmp);
+    let at = |p: f64| apgrs[((p * (apgrs.len() - 1) as f64).round() as usize).min(apgrs.len() - 1)];
+    Some((at(0.025), at(0.975)))
+}
+
+/// APGR from tie groups in ranking order: each group's summed gain (strong − weak) and size.
+/// With per-prompt gains g_j at ranks j = 1..n, the trapezoids of [`Curve::apgr`] sum to
+/// Σ g_j (n − j + ½) / (n Σ g); a tie group at ranks s+1..e gives each of its prompts the
+/// group's mean gain, so it adds G (n + ½ − (s + 1 + e)/2).
+fn apgr_of_groups(gain: &[f64], size: &[usize]) -> Option<f64> {
+    let n: usize = size.iter().sum();
+    let total: f64 = gain.iter().sum();
+    if n == 0 || (total / n as f64).abs() <= 1e-12 {
+        return None;
+    }
+    let mut start = 0usize;
+    let mut sum = 0.0;
+    for (&g, &m) in gain.iter().zip(size) {
+        let end = start + m;
+        sum += g * (n as f64 + 0.5 - (start + 1 + end) as f64 / 2.0);
+        start = end;
+    }
+    Some(sum / (n as f64 * total))
+}
+
+/// A small seeded generator (SplitMix64) for the bootstrap; statistical quality is ample here.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..n (multiply-shift; the bias is below 2^-32 for any n we meet).
+    fn below(&mut self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
 /// The random router in closed form: Q(c) = Q_weak + c·(Q_strong − Q_weak).
 pub fn random_summary(weak: f64, strong: f64, relative_weak_cost: f64) -> Summary {
     let gap = strong - weak;
@@ -197,6 +281,8 @@ pub struct BenchmarkReport {
     pub weak_quality: f64,
     pub strong_quality: f64,
     pub router: Summary,
+    /// 95% bootstrap interval of the router's APGR (prompts resampled; `--bootstrap`).
+    pub router_apgr_ci95: Option<(f64, f64)>,
     pub random: Summary,
     pub oracle: Summary,
     /// The router at quality_target = 0, 0.05, …, 1.
@@ -266,8 +352,14 @@ pub fn route_item(
     Routed { score, strong_at }
 }
 
-/// Reports per benchmark and overall (`"all"`), given routed items.
-pub fn report(items: &[Item], routed: &[Routed], relative_weak_cost: f64) -> Vec<BenchmarkReport> {
+/// Reports per benchmark and overall (`"all"`), given routed items; `resamples` bootstrap
+/// resamples for the APGR interval (0: none).
+pub fn report(
+    items: &[Item],
+    routed: &[Routed],
+    relative_weak_cost: f64,
+    resamples: usize,
+) -> Vec<BenchmarkReport> {
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         groups.entry(item.benchmark.as_str()).or_default().push(i);
@@ -313,6 +405,7 @@ pub fn report(items: &[Item], routed: &[Routed], relative_weak_cost: f64) -> Vec
                 weak_quality: c.weak,
                 strong_quality: c.strong,
                 router: c.summary(relative_weak_cost),
+                router_apgr_ci95: apgr_interval(&sub, &scores, resamples),
                 random: random_summary(c.weak, c.strong, relative_weak_cost),
                 oracle: o.summary(relative_weak_cost),
                 knob,
@@ -791,6 +884,63 @@ mod tests {
     }
 
     #[test]
+    fn grouped_apgr_matches_the_curve_with_ties() {
+        // Gains 1, 0, 0, 1, -1 at scores with a tie between #0 and #3 (ranked first) and
+        // between #1 and #4.
+        let it = items(&[(0.0, 1.0), (1.0, 1.0), (0.0, 0.0), (0.0, 1.0), (1.0, 0.0)]);
+        let scores = [0.9, 0.5, 0.1, 0.9, 0.5];
+        let c = curve(&it, &scores);
+        // Groups in order: {#0, #3} gain 2, {#1, #4} gain -1, {#2} gain 0; n = 5, total 1:
+        // (2 (5.5 - 1.5) - 1 (5.5 - 3.5) + 0 (5.5 - 5)) / 5 = 1.2. By the curve: Q = .4, .6, .8,
+        // .7, .6, .6 over a gap of .2, trapezoids (.1 + .3 + .35 + .25 + .2) / 5 / .2 = 1.2.
+        let grouped = apgr_of_groups(&[2.0, -1.0, 0.0], &[2, 2, 1]).unwrap();
+        assert!(close(grouped, 1.2));
+        assert!(close(c.apgr().unwrap(), grouped), "{:?}", c.apgr());
+        // No gap, no APGR.
+        assert!(apgr_of_groups(&[1.0, -1.0], &[1, 1]).is_none());
+    }
+
+    #[test]
+    fn bootstrap_interval_is_exact_when_every_order_scores_alike() {
+        // Every prompt gains the same: any resample and any ranking recover the gap linearly.
+        let it = items(&[(0.0, 1.0); 6]);
+        let (lo, hi) = apgr_interval(&it, &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 200).unwrap();
+        assert!(close(lo, 0.5) && close(hi, 0.5), "{lo} {hi}");
+        assert!(apgr_interval(&it, &[0.0; 6], 0).is_none());
+        // No gap in any resample: no interval.
+        assert!(apgr_interval(&items(&[(1.0, 1.0); 4]), &[0.0; 4], 100).is_none());
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_estimate_and_narrows_with_n() {
+        // A noisy ranking: the score tells the strong-needing prompts apart two times in three.
+        let make = |n: usize| {
+            let pairs: Vec<(f64, f64)> = (0..n)
+                .map(|i| if i % 2 == 0 { (0.0, 1.0) } else { (1.0, 1.0) })
+                .collect();
+            let scores: Vec<f64> = (0..n)
+                .map(|i| ((i % 2 == 0) != (i % 3 == 0)) as u8 as f64 + (i as f64 * 0.618).fract())
+                .collect();
+            (items(&pairs), scores)
+        };
+        let (small, s_small) = make(60);
+        let (large, s_large) = make(2400);
+        let point = curve(&large, &s_large).apgr().unwrap();
+        let (lo, hi) = apgr_interval(&large, &s_large, 500).unwrap();
+        assert!(lo < point && point < hi, "{lo} {point} {hi}");
+        assert!(lo > 0.5, "a clear signal on 2,400 prompts: {lo}");
+        let (lo_s, hi_s) = apgr_interval(&small, &s_small, 500).unwrap();
+        assert!(
+            hi_s - lo_s > 3.0 * (hi - lo),
+            "{} vs {}",
+            hi_s - lo_s,
+            hi - lo
+        );
+        // Seeded: the same interval again.
+        assert_eq!(apgr_interval(&large, &s_large, 500), Some((lo, hi)));
+    }
+
+    #[test]
     fn oracle_can_recover_more_than_the_gap() {
         // The weak model wins on #0: the oracle keeps it weak and beats always-strong.
         let it = items(&[(1.0, 0.0), (0.0, 1.0)]);
@@ -856,7 +1006,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let reports = report(&it, &routed, 0.1);
+        let reports = report(&it, &routed, 0.1, 0);
         let names: Vec<&str> = reports.iter().map(|r| r.benchmark.as_str()).collect();
         assert_eq!(names, ["b", "c", "all"]);
         assert!(close(reports[2].router.apgr.unwrap(), 0.75));

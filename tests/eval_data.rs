@@ -140,6 +140,10 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
         apgr > 0.0 && apgr < oracle,
         "router {apgr}, oracle {oracle}"
     );
+    // The bootstrap interval (1,000 resamples by default) brackets the estimate.
+    let ci = mmlu["router_apgr_ci95"].as_array().expect("an interval");
+    let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    assert!(lo < apgr && apgr < hi, "{lo} {apgr} {hi}");
     assert_eq!(mmlu["knob"].as_array().unwrap().len(), 21);
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
 }
