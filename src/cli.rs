@@ -585,8 +585,10 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     }
 
     let mut settings = Vec::new();
-    for (i, (policy, routed)) in policies.iter().zip(&routed).enumerate() {
-        let reports = report(&items, routed, relative_weak_cost, args.bootstrap);
+    let routed_all = &routed;
+    for (i, (policy, routed)) in policies.iter().zip(routed_all).enumerate() {
+        let first = (i > 0).then(|| routed_all[0].as_slice());
+        let reports = report(&items, routed, relative_weak_cost, args.bootstrap, first);
         eprintln!(
             "k={} temperature={} category_baseline={}:",
             policy.k, policy.temperature, policy.category_baseline
@@ -596,7 +598,10 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
             eprintln!(
                 "  {:<28} n={:<5} APGR {}{} (oracle {})  CPT50 {}  CPT80 {}  strong share at 95% {} (random {})",
                 r.benchmark, r.n, f(r.router.apgr),
-                r.router_apgr_ci95.map(|(lo, hi)| format!(" [{lo:.3}, {hi:.3}]")).unwrap_or_default(),
+                r.router_apgr_ci95.map(|(lo, hi)| format!(" [{lo:.3}, {hi:.3}]")).unwrap_or_default()
+                    + &r.apgr_minus_first_ci95
+                        .map(|(lo, hi)| format!(" (vs first setting: [{lo:+.3}, {hi:+.3}])"))
+                        .unwrap_or_default(),
                 f(r.oracle.apgr), f(r.router.cpt50),
                 f(r.router.cpt80), f(r.router.share_at_95), f(r.random.share_at_95)
             );

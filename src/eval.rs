@@ -137,45 +137,81 @@ impl Curve {
 /// reported (percentile method). The generator is seeded, so a rerun prints the same interval.
 /// `None` without resamples, or when fewer than 20 resamples have a weak→strong gap.
 pub fn apgr_interval(items: &[Item], scores: &[f64], resamples: usize) -> Option<(f64, f64)> {
-    assert_eq!(items.len(), scores.len());
+    let apgrs = bootstrap_apgrs(items, &[scores], resamples);
+    percentile_interval(apgrs.iter().map(|a| a[0]).collect())
+}
+
+/// A 95% paired bootstrap interval for APGR(`scores`) − APGR(`baseline`) on the same prompts:
+/// each resample ranks the same drawn prompts both ways, so the noise they share cancels. An
+/// interval above 0 says the change helps beyond the luck of the sample.
+pub fn apgr_difference_interval(
+    items: &[Item],
+    scores: &[f64],
+    baseline: &[f64],
+    resamples: usize,
+) -> Option<(f64, f64)> {
+    let apgrs = bootstrap_apgrs(items, &[scores, baseline], resamples);
+    percentile_interval(apgrs.iter().map(|a| a[0] - a[1]).collect())
+}
+
+fn percentile_interval(mut values: Vec<f64>) -> Option<(f64, f64)> {
+    if values.len() < 20 {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |p: f64| values[(p * (values.len() - 1) as f64).round() as usize];
+    Some((at(0.025), at(0.975)))
+}
+
+/// The APGR of each ranking on `resamples` bootstrap resamples of the prompts (the same draws
+/// for every ranking); resamples without a weak→strong gap are left out.
+fn bootstrap_apgrs(items: &[Item], rankings: &[&[f64]], resamples: usize) -> Vec<Vec<f64>> {
     let n = items.len();
     if resamples == 0 || n == 0 {
-        return None;
+        return Vec::new();
     }
     // Rank once; a resample only changes how many copies of each prompt there are, and copies
     // share their prompt's tie group.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let mut group_of = vec![0usize; n];
-    let mut groups = 0;
-    for (pos, &i) in order.iter().enumerate() {
-        if pos > 0 && scores[i] != scores[order[pos - 1]] {
-            groups += 1;
-        }
-        group_of[i] = groups;
-    }
+    let ranked: Vec<(Vec<usize>, usize)> = rankings
+        .iter()
+        .map(|scores| {
+            assert_eq!(scores.len(), n);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+            let mut group_of = vec![0usize; n];
+            let mut groups = 0;
+            for (pos, &i) in order.iter().enumerate() {
+                if pos > 0 && scores[i] != scores[order[pos - 1]] {
+                    groups += 1;
+                }
+                group_of[i] = groups;
+            }
+            (group_of, groups + 1)
+        })
+        .collect();
     let mut rng = SplitMix64(0x5eed_a96e);
-    let mut gain = vec![0.0f64; groups + 1];
-    let mut size = vec![0usize; groups + 1];
-    let mut apgrs = Vec::with_capacity(resamples);
+    let mut counts = vec![0usize; n];
+    let mut out = Vec::with_capacity(resamples);
     for _ in 0..resamples {
-        gain.fill(0.0);
-        size.fill(0);
+        counts.fill(0);
         for _ in 0..n {
-            let i = rng.below(n);
-            gain[group_of[i]] += items[i].strong - items[i].weak;
-            size[group_of[i]] += 1;
+            counts[rng.below(n)] += 1;
         }
-        if let Some(a) = apgr_of_groups(&gain, &size) {
-            apgrs.push(a);
-        }
+        let apgrs: Option<Vec<f64>> = ranked
+            .iter()
+            .map(|(group_of, groups)| {
+                let mut gain = vec![0.0f64; *groups];
+                let mut size = vec![0usize; *groups];
+                for (i, &c) in counts.iter().enumerate() {
+                    gain[group_of[i]] += c as f64 * (items[i].strong - items[i].weak);
+                    size[group_of[i]] += c;
+                }
+                apgr_of_groups(&gain, &size)
+            })
+            .collect();
+        out.extend(apgrs);
     }
-    if apgrs.len() < 20 {
-        return None;
-    }
-    apgrs.sort_by(f64::total_cmp);
-    let at = |p: f64| apgrs[((p * (apgrs.len() - 1) as f64).round() as usize).min(apgrs.len() - 1)];
-    Some((at(0.025), at(0.975)))
+    out
 }
 
 /// APGR from tie groups in ranking order: each group's summed gain (strong − weak) and size.
@@ -283,6 +319,10 @@ pub struct BenchmarkReport {
     pub router: Summary,
     /// 95% bootstrap interval of the router's APGR (prompts resampled; `--bootstrap`).
     pub router_apgr_ci95: Option<(f64, f64)>,
+    /// With several settings: 95% paired bootstrap interval of this setting's APGR minus the
+    /// first setting's, on the same prompts (`None` for the first setting itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apgr_minus_first_ci95: Option<(f64, f64)>,
     pub random: Summary,
     pub oracle: Summary,
     /// The router at quality_target = 0, 0.05, …, 1.
@@ -353,12 +393,14 @@ pub fn route_item(
 }
 
 /// Reports per benchmark and overall (`"all"`), given routed items; `resamples` bootstrap
-/// resamples for the APGR interval (0: none).
+/// resamples for the APGR intervals (0: none), and the routing of the same items by another
+/// setting to compare with, if any.
 pub fn report(
     items: &[Item],
     routed: &[Routed],
     relative_weak_cost: f64,
     resamples: usize,
+    first: Option<&[Routed]>,
 ) -> Vec<BenchmarkReport> {
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
@@ -406,6 +448,10 @@ pub fn report(
                 strong_quality: c.strong,
                 router: c.summary(relative_weak_cost),
                 router_apgr_ci95: apgr_interval(&sub, &scores, resamples),
+                apgr_minus_first_ci95: first.and_then(|first| {
+                    let base: Vec<f64> = ix.iter().map(|&i| first[i].score).collect();
+                    apgr_difference_interval(&sub, &scores, &base, resamples)
+                }),
                 random: random_summary(c.weak, c.strong, relative_weak_cost),
                 oracle: o.summary(relative_weak_cost),
                 knob,
@@ -941,6 +987,37 @@ mod tests {
     }
 
     #[test]
+    fn paired_difference_interval_cancels_shared_noise() {
+        let pairs: Vec<(f64, f64)> = (0..400)
+            .map(|i| if i % 3 == 0 { (0.0, 1.0) } else { (1.0, 1.0) })
+            .collect();
+        let it = items(&pairs);
+        let noisy: Vec<f64> = (0..400)
+            .map(|i| (i % 3 == 0) as u8 as f64 * 0.5 + (i as f64 * 0.618).fract())
+            .collect();
+        // The same ranking against itself: exactly no difference in every resample.
+        assert_eq!(
+            apgr_difference_interval(&it, &noisy, &noisy, 200),
+            Some((0.0, 0.0))
+        );
+        // The oracle against the noisy ranking: better in every resample.
+        let oracle: Vec<f64> = it.iter().map(|i| i.strong - i.weak).collect();
+        let (lo, hi) = apgr_difference_interval(&it, &oracle, &noisy, 200).unwrap();
+        let point = curve(&it, &oracle).apgr().unwrap() - curve(&it, &noisy).apgr().unwrap();
+        assert!(0.0 < lo && lo < point && point < hi, "{lo} {point} {hi}");
+        // A small perturbation of the ranking: the paired interval is much narrower than the
+        // ranking's own interval, whose width is mostly the luck of the sample.
+        let nudged: Vec<f64> = noisy
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s + if i % 7 == 0 { 0.05 } else { 0.0 })
+            .collect();
+        let (dlo, dhi) = apgr_difference_interval(&it, &nudged, &noisy, 200).unwrap();
+        let (alo, ahi) = apgr_interval(&it, &noisy, 200).unwrap();
+        assert!(dhi - dlo < (ahi - alo) / 3.0, "{dlo} {dhi} vs {alo} {ahi}");
+    }
+
+    #[test]
     fn oracle_can_recover_more_than_the_gap() {
         // The weak model wins on #0: the oracle keeps it weak and beats always-strong.
         let it = items(&[(1.0, 0.0), (0.0, 1.0)]);
@@ -1006,7 +1083,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let reports = report(&it, &routed, 0.1, 0);
+        let reports = report(&it, &routed, 0.1, 0, None);
         let names: Vec<&str> = reports.iter().map(|r| r.benchmark.as_str()).collect();
         assert_eq!(names, ["b", "c", "all"]);
         assert!(close(reports[2].router.apgr.unwrap(), 0.75));

@@ -144,6 +144,12 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
     let ci = mmlu["router_apgr_ci95"].as_array().expect("an interval");
     let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
     assert!(lo < apgr && apgr < hi, "{lo} {apgr} {hi}");
+    // Later settings are compared with the first on the same prompts (paired bootstrap).
+    assert!(mmlu.get("apgr_minus_first_ci95").is_none());
+    let diff = settings[1]["reports"][0]["apgr_minus_first_ci95"]
+        .as_array()
+        .expect("a paired interval");
+    assert!(diff[0].as_f64().unwrap() <= diff[1].as_f64().unwrap());
     assert_eq!(mmlu["knob"].as_array().unwrap().len(), 21);
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
 }
