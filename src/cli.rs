@@ -21,6 +21,7 @@ use model_router::eval::{cross_validate, evaluate, items_from_records, report, F
 use model_router::index::{HnswParams, IndexKind};
 use model_router::router::Router;
 use model_router::router::RouterOptions;
+use model_router::smooth::Smooth;
 use model_router::vote::Policy;
 
 /// Routes each LLM request to the cheapest model tier that answers it well.
@@ -107,6 +108,12 @@ pub struct IngestArgs {
     /// and turn them into outcome examples through the tier map.
     #[arg(long)]
     pub outcomes: bool,
+    /// With --outcomes: `rasch` replaces the pass/fail outcomes of records that carry at least
+    /// three models' results by a Rasch model's pass probabilities, fitted over this file's
+    /// records: one model's single pass or fail is a noisy draw, the other models' results say
+    /// how hard the prompt is. `none` keeps outcomes as recorded.
+    #[arg(long, default_value = "none")]
+    pub smooth: Smooth,
     #[command(flatten)]
     pub mapping: OutcomeArgs,
 }
@@ -152,6 +159,11 @@ pub struct EvalArgs {
     /// Bootstrap resamples for each APGR's 95% interval (0: none).
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
+    /// With --cv: how the index side's outcomes are smoothed, comma-separated to compare
+    /// (`none,rasch`; see `ingest --smooth`). Routed records are always scored on their own
+    /// outcomes.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    pub smooth: Vec<Smooth>,
     /// Where to write the cost-quality plot (SVG), for the first setting.
     #[arg(long, default_value = "eval.svg")]
     pub plot: PathBuf,
@@ -188,6 +200,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve => serve(&config),
         Command::Route(args) => route(&config, args),
         Command::Ingest(args) if args.outcomes => ingest_outcomes(&config, &args),
+        Command::Ingest(args) if args.smooth != Smooth::None => {
+            bail!("--smooth applies to outcome records: use it with ingest --outcomes")
+        }
         Command::Ingest(args) => ingest(&config, &args.file),
         Command::Eval(args) => eval(&config, &args),
         Command::Embed { texts } => embed_texts(&config, &texts),
@@ -451,7 +466,9 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
     let tiers = config.tiers()?;
     let map = args.mapping.map(config)?;
     let records = args.mapping.records(std::slice::from_ref(&args.file))?;
-    let (new, skipped) = outcome_examples(&records, &map, args.mapping.scale()?)?;
+    let scale = args.mapping.scale()?;
+    let records = args.smooth.apply(&records, scale);
+    let (new, skipped) = outcome_examples(&records, &map, scale)?;
     let target = &config.routing.examples;
     let existing = existing_examples(target, &tiers)?;
     let known = corpus::ids(&existing);
@@ -540,19 +557,39 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
         bar.set_position(done as u64);
     };
     let cache_dir = config.cache_dir().join("embeddings");
+    // One run per smoothing of the index side; `settings` lists (smoothing, policy) in the
+    // order of `routed`.
+    let mut settings_of: Vec<(Smooth, &Policy)> = Vec::new();
     let (items, routed) = match args.cv {
-        Some(folds) => cross_validate(
-            embedder,
-            &tiers,
-            &records,
-            &map,
-            scale,
-            folds,
-            Some(&cache_dir),
-            &policies,
-            &progress,
-        )?,
+        Some(folds) => {
+            let mut items = Vec::new();
+            let mut routed = Vec::new();
+            for &smooth in &args.smooth {
+                let (its, r) = cross_validate(
+                    embedder.clone(),
+                    &tiers,
+                    &records,
+                    &map,
+                    scale,
+                    smooth,
+                    folds,
+                    Some(&cache_dir),
+                    &policies,
+                    &progress,
+                )?;
+                items = its;
+                routed.extend(r);
+                settings_of.extend(policies.iter().map(|p| (smooth, p)));
+            }
+            (items, routed)
+        }
         None => {
+            if args.smooth != [Smooth::None] {
+                bail!(
+                    "--smooth compares smoothings of the index under --cv; to smooth an index \
+                     built from outcome records, use `ingest --outcomes --smooth rasch`"
+                );
+            }
             let (items, kept, _) = items_from_records(&records, &map, scale)?;
             let examples = corpus::read_examples(&config.routing.examples, &tiers)?;
             let options = RouterOptions {
@@ -569,6 +606,7 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
                 &progress,
             )?;
             let prompts: Vec<&str> = kept.iter().map(|&i| records[i].prompt.as_str()).collect();
+            settings_of.extend(policies.iter().map(|p| (Smooth::None, p)));
             (
                 items,
                 evaluate(&router, &prompts, &policies, weak, strong, &progress)?,
@@ -586,12 +624,19 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
 
     let mut settings = Vec::new();
     let routed_all = &routed;
-    for (i, (policy, routed)) in policies.iter().zip(routed_all).enumerate() {
+    for (i, (&(smooth, policy), routed)) in settings_of.iter().zip(routed_all).enumerate() {
         let first = (i > 0).then(|| routed_all[0].as_slice());
         let reports = report(&items, routed, relative_weak_cost, args.bootstrap, first);
         eprintln!(
-            "k={} temperature={} category_baseline={}:",
-            policy.k, policy.temperature, policy.category_baseline
+            "k={} temperature={} category_baseline={}{}:",
+            policy.k,
+            policy.temperature,
+            policy.category_baseline,
+            if smooth == Smooth::None {
+                String::new()
+            } else {
+                format!(" smooth={smooth}")
+            }
         );
         for r in &reports {
             let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
@@ -630,6 +675,7 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
             "k": policy.k,
             "temperature": policy.temperature,
             "category_baseline": policy.category_baseline,
+            "smooth": smooth.to_string(),
             "quality_target": policy.quality_target,
             "reports": reports,
         }));

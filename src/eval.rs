@@ -25,6 +25,7 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::index::{HnswParams, IndexKind};
 use crate::router::{Router, RouterOptions};
+use crate::smooth::Smooth;
 use crate::tier::Tiers;
 use crate::vote::{vote, Basis, Evidence, Policy};
 
@@ -715,6 +716,7 @@ pub fn cross_validate(
     records: &[OutcomeRecord],
     map: &OutcomeMap,
     scale: Scale,
+    smooth: Smooth,
     folds: Folds,
     cache_dir: Option<&Path>,
     policies: &[Policy],
@@ -767,7 +769,8 @@ pub fn cross_validate(
             .filter(|(_, &rf)| rf != f)
             .map(|(r, _)| r.clone())
             .collect();
-        let (examples, _) = outcome_examples(&train, map, scale)?;
+        // Only the index side is smoothed: the routed records are scored on their own outcomes.
+        let (examples, _) = outcome_examples(&smooth.apply(&train, scale), map, scale)?;
         let router = Router::build(
             embedder.clone(),
             tiers.clone(),
@@ -1169,6 +1172,7 @@ mod tests {
                 &records,
                 &map,
                 Scale::Auto,
+                Smooth::None,
                 folds,
                 None,
                 std::slice::from_ref(&policy),
@@ -1202,6 +1206,7 @@ mod tests {
             &one_group,
             &map,
             Scale::Auto,
+            Smooth::None,
             Folds::Group,
             None,
             std::slice::from_ref(&policy),

@@ -19,8 +19,9 @@
 //!
 //! Modules only import from modules above them in this list:
 //!
-//! 1. [`error`], [`tier`], [`corpus`], [`vote`], [`index`], [`config`]: pure, synchronous
-//!    building blocks: the error type, the tier ladder, the labeled-example format, the vote,
+//! 1. [`error`], [`tier`], [`corpus`], [`smooth`], [`vote`], [`index`], [`config`]: pure,
+//!    synchronous building blocks: the error type, the tier ladder, the labeled-example format,
+//!    outcome smoothing (a Rasch model over many models' outcomes), the vote,
 //!    exact and HNSW nearest-neighbour search (the only place hnsw_rs appears), the config.
 //! 2. [`embed`]: the `Embedder` trait, the candle BERT model, model resolution and
 //!    verification, device choice, the embedding cache, and the CPU kernels
@@ -42,5 +43,6 @@ pub mod eval;
 pub mod index;
 pub mod router;
 pub mod server;
+pub mod smooth;
 pub mod tier;
 pub mod vote;

@@ -153,3 +153,92 @@ fn ingest_outcomes_then_eval_on_held_out_rows() {
     assert_eq!(mmlu["knob"].as_array().unwrap().len(), 21);
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
 }
+
+#[test]
+fn rasch_smoothing_on_routerbench_rows() {
+    let Some(dir) = eval_data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/eval.toml");
+    let seed = tmp.path().join("seed.jsonl");
+    let examples = tmp.path().join("examples.jsonl");
+    // ARC rows: eleven models' pass/fail each.
+    slice(
+        &dir,
+        "routerbench-subset/routerbench_subset.jsonl",
+        "seed_ids.txt",
+        120,
+        &seed,
+    );
+    let ex = examples.to_str().unwrap();
+    let s = seed.to_str().unwrap();
+    let out = run_with(
+        &config,
+        &[
+            "--examples",
+            ex,
+            "ingest",
+            "--outcomes",
+            s,
+            "--smooth",
+            "rasch",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut strong_minus_weak = Vec::new();
+    for line in std::fs::read_to_string(&examples).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (small, large) = (
+            v["outcomes"]["small"].as_f64().unwrap(),
+            v["outcomes"]["large"].as_f64().unwrap(),
+        );
+        // Pass probabilities, never a bare 0 or 1; GPT-4 is the abler model everywhere.
+        assert!(small > 0.0 && small < 1.0 && large > small, "{v}");
+        strong_minus_weak.push(large - small);
+    }
+    assert_eq!(strong_minus_weak.len(), 120);
+    // The gain varies with each prompt's difficulty.
+    let (lo, hi) = strong_minus_weak
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &g| (a.min(g), b.max(g)));
+    assert!(hi - lo > 0.1, "{lo} {hi}");
+
+    // Cross-validation compares both smoothings on the same rows; only the index side changes.
+    let out = run_with(
+        &config,
+        &[
+            "eval",
+            s,
+            "--cv",
+            "2",
+            "--smooth",
+            "none,rasch",
+            "--plot",
+            tmp.path().join("p.svg").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let settings = report["settings"].as_array().unwrap();
+    let smooth: Vec<&str> = settings
+        .iter()
+        .map(|s| s["smooth"].as_str().unwrap())
+        .collect();
+    assert_eq!(smooth, ["none", "rasch"]);
+    let weak = |i: usize| settings[i]["reports"][0]["weak_quality"].as_f64();
+    assert_eq!(weak(0), weak(1), "routed rows keep their own outcomes");
+
+    // Misuse says what to do instead.
+    let out = run_with(
+        &config,
+        &["--examples", ex, "ingest", s, "--smooth", "rasch"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ingest --outcomes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_with(&config, &["--examples", ex, "eval", s, "--smooth", "rasch"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--cv"), "{}", stderr(&out));
+}
