@@ -10,7 +10,10 @@
 # the temperature and category_baseline in data/eval.toml were chosen on the seed split alone
 # (`--cv 5` in scripts/eval_seed_cv.sh, plus a leave-one-source-out check; see README "Results").
 # ingest --outcomes stores each record's source_benchmark as the example's category, which the
-# category baseline groups by.
+# category baseline groups by, and with `--smooth rasch` replaces the pass/fail outcomes of the
+# routerbench records (eleven models each) by a Rasch model's pass probabilities; routellm
+# (two models) and arena (judge grades) records are stored as recorded. SMOOTH=none reproduces
+# the previous figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${EVAL_DATA:-../shared/eval-data}"
@@ -23,7 +26,7 @@ CONFIG=data/eval.toml
 rm -f "$OUT/seed_examples.jsonl"
 for f in routellm/routellm.jsonl routerbench-subset/routerbench_subset.jsonl arena-bench-v1/arena_bench_v1.jsonl; do
   "$BIN" --config "$CONFIG" --examples "$OUT/seed_examples.jsonl" \
-    ingest --outcomes "$DATA/$f" --ids "$DATA/splits/seed_ids.txt"
+    ingest --outcomes "$DATA/$f" --ids "$DATA/splits/seed_ids.txt" --smooth "${SMOOTH:-rasch}"
 done
 
 "$BIN" --config "$CONFIG" --examples "$OUT/seed_examples.jsonl" eval \
