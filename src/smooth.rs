@@ -65,6 +65,10 @@ pub const RASCH_MIN_MODELS: usize = 3;
 /// finite difficulty. Chosen on the seed split (4 and 1 gave the same routing within 0.003).
 const PRIOR_VARIANCE: f64 = 4.0;
 
+/// Prior variance of an ability: weak, only so that a model that never fails (or never passes)
+/// keeps a finite ability.
+const ABILITY_PRIOR_VARIANCE: f64 = 25.0;
+
 /// The record's outcomes as 0/1, if every present outcome is binary and there are enough.
 fn binary_outcomes(record: &OutcomeRecord, scale: Scale) -> Option<Vec<(&str, f64)>> {
     if scale == Scale::Judge10
@@ -92,44 +96,46 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Fits abilities and difficulties by gradient ascent on the penalised log-likelihood (each
-/// step averages over a model's or a prompt's observations), until no parameter moves by more
-/// than 1e-7 or 5,000 steps. Abilities are centred; only differences matter.
+/// The maximum a-posteriori abilities and difficulties, by alternating one-dimensional Newton
+/// steps (all abilities, then all difficulties) until no parameter moves by more than 1e-9 or
+/// 500 rounds (on 2,203 routerbench prompts x 11 models it takes 130). The priors fix the
+/// scale's origin, so abilities need no centring.
 fn fit(observations: &[(usize, usize, f64)], items: usize, models: usize) -> (Vec<f64>, Vec<f64>) {
     let mut theta = vec![0.0f64; models];
     let mut b = vec![0.0f64; items];
-    let mut per_model = vec![0usize; models];
-    let mut per_item = vec![0usize; items];
-    for &(i, m, _) in observations {
-        per_item[i] += 1;
-        per_model[m] += 1;
-    }
-    let rate = 0.5;
+    // Per parameter: the log-posterior's first and (negated) second derivative.
     let mut grad_theta = vec![0.0f64; models];
+    let mut curv_theta = vec![0.0f64; models];
     let mut grad_b = vec![0.0f64; items];
-    for _ in 0..5000 {
+    let mut curv_b = vec![0.0f64; items];
+    for _ in 0..500 {
         grad_theta.fill(0.0);
-        grad_b.fill(0.0);
+        curv_theta.fill(0.0);
         for &(i, m, y) in observations {
-            let r = y - sigmoid(theta[m] - b[i]);
-            grad_theta[m] += r;
-            grad_b[i] -= r;
+            let p = sigmoid(theta[m] - b[i]);
+            grad_theta[m] += y - p;
+            curv_theta[m] += p * (1.0 - p);
         }
         let mut moved = 0.0f64;
         for m in 0..models {
-            let step = rate * grad_theta[m] / per_model[m] as f64;
+            let step = (grad_theta[m] - theta[m] / ABILITY_PRIOR_VARIANCE)
+                / (curv_theta[m] + 1.0 / ABILITY_PRIOR_VARIANCE);
             theta[m] += step;
             moved = moved.max(step.abs());
         }
+        grad_b.fill(0.0);
+        curv_b.fill(0.0);
+        for &(i, m, y) in observations {
+            let p = sigmoid(theta[m] - b[i]);
+            grad_b[i] -= y - p;
+            curv_b[i] += p * (1.0 - p);
+        }
         for i in 0..items {
-            let n = per_item[i] as f64;
-            let step = rate * (grad_b[i] - b[i] / PRIOR_VARIANCE) / n;
+            let step = (grad_b[i] - b[i] / PRIOR_VARIANCE) / (curv_b[i] + 1.0 / PRIOR_VARIANCE);
             b[i] += step;
             moved = moved.max(step.abs());
         }
-        let mean = theta.iter().sum::<f64>() / models as f64;
-        theta.iter_mut().for_each(|t| *t -= mean);
-        if moved < 1e-7 {
+        if moved < 1e-9 {
             break;
         }
     }
@@ -247,6 +253,24 @@ mod tests {
         let gain = |r: &OutcomeRecord| value(r, "strong") - value(r, "weak");
         assert!(gain(&s[1]) > gain(&s[0]));
         assert!(gain(&s[2]) > gain(&s[0]));
+    }
+
+    #[test]
+    fn a_model_that_never_fails_keeps_a_finite_ability() {
+        let records: Vec<OutcomeRecord> = (0..6)
+            .map(|i| {
+                record(
+                    &format!("p{i}"),
+                    serde_json::json!({"always": true, "often": i % 3 != 0, "rarely": i == 0}),
+                )
+            })
+            .collect();
+        let s = rasch(&records, Scale::Auto);
+        for r in &s {
+            let always = value(r, "always");
+            assert!(always.is_finite() && always < 1.0 - 1e-6, "{always}");
+            assert!(always > value(r, "often") && value(r, "often") > value(r, "rarely"));
+        }
     }
 
     #[test]
