@@ -557,7 +557,7 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
         bar.set_position(done as u64);
     };
     let cache_dir = config.cache_dir().join("embeddings");
-    // One run per smoothing of the index side; `settings` lists (smoothing, policy) in the
+    // One run per smoothing of the index side; `settings_of` lists (smoothing, policy) in the
     // order of `routed`.
     let mut settings_of: Vec<(Smooth, &Policy)> = Vec::new();
     let (items, routed) = match args.cv {
