@@ -63,7 +63,7 @@ pub const RASCH_MIN_MODELS: usize = 3;
 
 /// Prior variance of a difficulty (logits²): keeps prompts every model passes (or fails) at a
 /// finite difficulty. Chosen on the seed split (4 and 1 gave the same routing within 0.003).
-const PRIOR_VARIANCE: f64 = 4.0;
+const DIFFICULTY_PRIOR_VARIANCE: f64 = 4.0;
 
 /// Prior variance of an ability: weak, only so that a model that never fails (or never passes)
 /// keeps a finite ability.
@@ -131,7 +131,8 @@ fn fit(observations: &[(usize, usize, f64)], items: usize, models: usize) -> (Ve
             curv_b[i] += p * (1.0 - p);
         }
         for i in 0..items {
-            let step = (grad_b[i] - b[i] / PRIOR_VARIANCE) / (curv_b[i] + 1.0 / PRIOR_VARIANCE);
+            let step = (grad_b[i] - b[i] / DIFFICULTY_PRIOR_VARIANCE)
+                / (curv_b[i] + 1.0 / DIFFICULTY_PRIOR_VARIANCE);
             b[i] += step;
             moved = moved.max(step.abs());
         }
