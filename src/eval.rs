@@ -47,34 +47,46 @@ pub struct Curve {
     pub strong: f64,
 }
 
+/// Each item's tie group in the ranking by `score`, highest first (group 0 holds the highest
+/// score), and the number of groups. The curve and the bootstrap both rank through this.
+fn tie_groups(scores: &[f64]) -> (Vec<usize>, usize) {
+    let n = scores.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut group_of = vec![0usize; n];
+    let mut groups = 0;
+    for (pos, &i) in order.iter().enumerate() {
+        if pos > 0 && scores[i] != scores[order[pos - 1]] {
+            groups += 1;
+        }
+        group_of[i] = groups;
+    }
+    (group_of, if n == 0 { 0 } else { groups + 1 })
+}
+
 /// The curve of a ranking by `score` (higher = send to strong first).
 pub fn curve(items: &[Item], scores: &[f64]) -> Curve {
     assert_eq!(items.len(), scores.len());
     let n = items.len();
     let weak: f64 = items.iter().map(|i| i.weak).sum::<f64>() / n.max(1) as f64;
     let strong: f64 = items.iter().map(|i| i.strong).sum::<f64>() / n.max(1) as f64;
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    // A group of equal scores contributes its mean gain per item, whatever its order.
+    let (group_of, groups) = tie_groups(scores);
+    let mut gain = vec![0.0f64; groups];
+    let mut size = vec![0usize; groups];
+    for (item, &g) in items.iter().zip(&group_of) {
+        gain[g] += item.strong - item.weak;
+        size[g] += 1;
+    }
     let mut quality = Vec::with_capacity(n + 1);
     let mut q = weak;
     quality.push(q);
-    let mut start = 0;
-    while start < n {
-        // A group of equal scores contributes its mean gain per item, whatever its order.
-        let mut end = start + 1;
-        while end < n && scores[order[end]] == scores[order[start]] {
-            end += 1;
-        }
-        let gain: f64 = order[start..end]
-            .iter()
-            .map(|&i| items[i].strong - items[i].weak)
-            .sum::<f64>()
-            / (end - start) as f64;
-        for _ in start..end {
-            q += gain / n as f64;
+    for (&g, &m) in gain.iter().zip(&size) {
+        let mean = g / m as f64;
+        for _ in 0..m {
+            q += mean / n as f64;
             quality.push(q);
         }
-        start = end;
     }
     Curve {
         quality,
@@ -177,17 +189,7 @@ fn bootstrap_apgrs(items: &[Item], rankings: &[&[f64]], resamples: usize) -> Vec
         .iter()
         .map(|scores| {
             assert_eq!(scores.len(), n);
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-            let mut group_of = vec![0usize; n];
-            let mut groups = 0;
-            for (pos, &i) in order.iter().enumerate() {
-                if pos > 0 && scores[i] != scores[order[pos - 1]] {
-                    groups += 1;
-                }
-                group_of[i] = groups;
-            }
-            (group_of, groups + 1)
+            tie_groups(scores)
         })
         .collect();
     let mut rng = SplitMix64(0x5eed_a96e);
