@@ -503,6 +503,15 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
     Ok(())
 }
 
+/// One axis of eval's settings grid: the values given on the command line, or the config's one.
+fn axis<T: Clone>(given: &[T], config: T) -> Vec<T> {
+    if given.is_empty() {
+        vec![config]
+    } else {
+        given.to_vec()
+    }
+}
+
 fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     let tiers = config.tiers()?;
     let map = args.mapping.map(config)?;
@@ -521,25 +530,10 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     };
 
     let base = config.policy()?;
-    let ks = if args.k.is_empty() {
-        vec![base.k]
-    } else {
-        args.k.clone()
-    };
-    let temps = if args.temperature.is_empty() {
-        vec![base.temperature]
-    } else {
-        args.temperature.clone()
-    };
-    let baselines = if args.category_baseline.is_empty() {
-        vec![base.category_baseline]
-    } else {
-        args.category_baseline.clone()
-    };
     let mut policies: Vec<Policy> = Vec::new();
-    for &category_baseline in &baselines {
-        for &k in &ks {
-            for &temperature in &temps {
+    for category_baseline in axis(&args.category_baseline, base.category_baseline) {
+        for k in axis(&args.k, base.k) {
+            for temperature in axis(&args.temperature, base.temperature) {
                 policies.push(Policy {
                     k,
                     temperature,
