@@ -9,6 +9,7 @@
 //! probability. A prompt everyone fails or everyone passes then gains little from the strong
 //! tier; one the strong models pass and the weak ones fail gains the most.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::corpus::{OutcomeRecord, Scale};
@@ -48,11 +49,12 @@ impl std::fmt::Display for Smooth {
 }
 
 impl Smooth {
-    /// The records with their outcomes smoothed (a copy; the input is left as it is).
-    pub fn apply(self, records: &[OutcomeRecord], scale: Scale) -> Vec<OutcomeRecord> {
+    /// The records with their outcomes smoothed: the input itself for `None`, else a copy (the
+    /// input is left as it is).
+    pub fn apply(self, records: &[OutcomeRecord], scale: Scale) -> Cow<'_, [OutcomeRecord]> {
         match self {
-            Smooth::None => records.to_vec(),
-            Smooth::Rasch => rasch(records, scale),
+            Smooth::None => Cow::Borrowed(records),
+            Smooth::Rasch => Cow::Owned(rasch(records, scale)),
         }
     }
 }
@@ -286,7 +288,7 @@ mod tests {
         let with_null = record("n", serde_json::json!({"a": true, "b": null, "c": false}));
         let records = vec![two, graded, fraction, with_null];
         assert_eq!(rasch(&records, Scale::Auto), records);
-        assert_eq!(Smooth::None.apply(&records, Scale::Auto), records);
+        assert_eq!(*Smooth::None.apply(&records, Scale::Auto), *records);
         // Judge-score scale given explicitly: never binary.
         let three = vec![record("t", serde_json::json!({"a": 1, "b": 0, "c": 1}))];
         assert_eq!(rasch(&three, Scale::Judge10), three);
