@@ -37,6 +37,7 @@
 pub mod batcher;
 pub mod config;
 pub mod corpus;
+pub mod decision_log;
 pub mod embed;
 pub mod error;
 pub mod eval;

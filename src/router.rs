@@ -59,6 +59,9 @@ struct State {
     group: Vec<usize>,
     /// Mean quality per category, for `Policy::category_baseline`.
     baseline: CategoryBaseline,
+    /// A running hash over every example added or relabeled, in order: with the number of
+    /// examples, the example set's version.
+    hash: u64,
 }
 
 impl State {
@@ -110,6 +113,7 @@ impl Router {
                 quality: Vec::new(),
                 group: Vec::new(),
                 baseline: CategoryBaseline::default(),
+                hash: FNV_OFFSET,
             }),
             cache: None,
         }
@@ -217,9 +221,20 @@ impl Router {
             let group = state.baseline.add(e.category.as_deref(), q);
             state.group.push(group);
         }
+        for e in &examples {
+            state.hash = fnv1a(state.hash, &serde_json::to_vec(e).expect("examples serialize"));
+        }
         state.examples.extend(examples);
         state.quality.extend(quality);
         Ok(())
+    }
+
+    /// The example set's version: `{examples}-{hash}`, where the hash runs over every example
+    /// added or relabeled, in order. Two routers built from the same file agree; any addition
+    /// or relabeling changes it. Decision records carry it.
+    pub fn examples_version(&self) -> String {
+        let state = self.read();
+        format!("{}-{:016x}", state.examples.len(), state.hash)
     }
 
     /// Embeddings for examples, from the cache where possible; new ones are cached.
@@ -353,6 +368,15 @@ impl Router {
     pub fn ids(&self) -> std::collections::HashSet<String> {
         crate::corpus::ids(&self.read().examples)
     }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a over `bytes`, continuing from `hash`.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Trims a query; whitespace-only is refused.
