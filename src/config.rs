@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::Limit;
 use crate::error::{Error, Result};
 use crate::index::{HnswParams, IndexKind};
 use crate::tier::{Tier, Tiers};
@@ -27,6 +28,53 @@ pub struct Config {
     /// present in a record is the tier's outcome. `--map` flags replace it.
     #[serde(default)]
     pub outcome_map: BTreeMap<String, Vec<String>>,
+    /// The decision log (off unless `decisions` names a file).
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: where decisions are written. The log holds user prompts: keep it off, or on a
+/// path only the operators can read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// JSONL file for one record per decision, relative to the config's folder; unset = off.
+    pub decisions: Option<PathBuf>,
+    /// Rotate the file once it reaches this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`decisions.jsonl.1` … `.{keep}`).
+    pub keep: usize,
+    /// Records that may wait for the writer thread; beyond this they are dropped and counted
+    /// (`model_router_decision_log_dropped_total`), never waited on.
+    pub queue_capacity: usize,
+    /// Recent decisions kept in memory for feedback (older ones are looked up in the log).
+    pub recent: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            decisions: None,
+            max_bytes: 100 << 20,
+            keep: 5,
+            queue_capacity: 4096,
+            recent: 100_000,
+        }
+    }
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<()> {
+        if self.max_bytes < 4096 {
+            return Err(Error::Config("log.max_bytes must be at least 4096".into()));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::Config(
+                "log.queue_capacity must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +189,26 @@ pub struct RoutingConfig {
     pub index: IndexKind,
     #[serde(default)]
     pub hnsw: HnswParams,
+    /// `[routing.budget]`: at most a share of decisions at a tier or above (`serve` holds it
+    /// live by lowering the quality target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
+}
+
+/// `[routing.budget] large = 0.30, window = 1000`: at most 30% of the last 1,000 decisions go
+/// to `large` or above. Each tier key limits that tier and every tier above it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetConfig {
+    /// Decisions in the rolling window.
+    #[serde(default = "default_budget_window")]
+    pub window: usize,
+    /// Tier name -> the largest share of decisions at that tier or above, in [0, 1].
+    #[serde(flatten)]
+    pub shares: BTreeMap<String, f32>,
+}
+
+fn default_budget_window() -> usize {
+    1000
 }
 
 fn default_k() -> usize {
@@ -193,6 +261,9 @@ impl Config {
             toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.routing.examples = resolve_path(base, &config.routing.examples);
+        if let Some(log) = &config.log.decisions {
+            config.log.decisions = Some(resolve_path(base, log));
+        }
         if let Some(dir) = &config.embedding.cache_dir {
             config.embedding.cache_dir = Some(resolve_path(base, dir));
         }
@@ -253,6 +324,9 @@ impl Config {
         tiers
             .require(&r.fallback_tier)
             .map_err(|e| Error::Config(format!("routing.fallback_tier: {e}")))?;
+        if let Some(b) = &r.budget {
+            self.budget_limits(&tiers, b)?;
+        }
         for t in tiers.iter() {
             if let Some(u) = &t.upstream {
                 if !self.upstreams.contains_key(u) {
@@ -280,6 +354,7 @@ impl Config {
             return bad("embedding.model is empty".into());
         }
         self.server.validate()?;
+        self.log.validate()?;
         Ok(())
     }
 
@@ -298,6 +373,34 @@ impl Config {
             temperature: self.routing.temperature,
             category_baseline: self.routing.category_baseline,
         })
+    }
+
+    /// The budget's limits, checked: known tiers, shares in [0, 1], a window of at least 1.
+    pub fn budget_limits(&self, tiers: &Tiers, b: &BudgetConfig) -> Result<Vec<Limit>> {
+        if b.window == 0 {
+            return Err(Error::Config(
+                "routing.budget.window must be at least 1".into(),
+            ));
+        }
+        if b.shares.is_empty() {
+            return Err(Error::Config(
+                "routing.budget names no tier: add e.g. `large = 0.30`".into(),
+            ));
+        }
+        b.shares
+            .iter()
+            .map(|(name, &share)| {
+                let tier = tiers
+                    .require(name)
+                    .map_err(|e| Error::Config(format!("routing.budget: {e}")))?;
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(Error::Config(format!(
+                        "routing.budget.{name} must be a share in [0, 1], got {share}"
+                    )));
+                }
+                Ok(Limit { tier, share })
+            })
+            .collect()
     }
 
     pub fn cache_dir(&self) -> PathBuf {

@@ -4,7 +4,7 @@
 //! optional `category` and free-form `meta`. Every line of a file is checked before any is used,
 //! and every bad line is reported with its number, so a user fixes a file in one pass.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -211,24 +211,168 @@ pub fn ids(examples: &[Example]) -> HashSet<String> {
     examples.iter().filter_map(|e| e.id.clone()).collect()
 }
 
-/// Appends examples to a JSONL file atomically: the new content is written to a temporary file
-/// beside the target, synced, then renamed over it, so a crash leaves the old file or the new
-/// one, never half of it. Creates the file (and its folder) if missing.
-pub fn append_examples(path: &Path, examples: &[Example]) -> Result<()> {
-    let mut content = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+/// An examples file being changed: its entries (unchanged lines keep their exact bytes) and
+/// an id index. Every writer of an examples file goes through [`update_examples`] and this
+/// type: `ingest`, `ingest --outcomes`, `POST /v1/examples` and feedback, so that parsing,
+/// validation, the id check and the atomic write are one path.
+pub struct ExampleSet {
+    tiers: Tiers,
+    entries: Vec<Entry>,
+    ids: HashMap<String, usize>,
+    changed: bool,
+}
+
+struct Entry {
+    /// The line as read from the file, while the example is unchanged.
+    raw: Option<String>,
+    example: Example,
+}
+
+impl ExampleSet {
+    fn parse(text: &str, tiers: &Tiers, source_name: &str) -> Result<Self> {
+        let examples =
+            parse_examples(text, tiers, &HashSet::new()).map_err(|errors| Error::InvalidLines {
+                source_name: source_name.to_string(),
+                errors,
+            })?;
+        let raw_lines = text.lines().filter(|l| !l.trim().is_empty());
+        let mut set = ExampleSet {
+            tiers: tiers.clone(),
+            entries: Vec::with_capacity(examples.len()),
+            ids: HashMap::new(),
+            changed: false,
+        };
+        for (example, raw) in examples.into_iter().zip(raw_lines) {
+            set.push(Some(raw.to_string()), example);
+        }
+        Ok(set)
+    }
+
+    fn push(&mut self, raw: Option<String>, example: Example) {
+        if let Some(id) = &example.id {
+            self.ids.insert(id.clone(), self.entries.len());
+        }
+        self.entries.push(Entry { raw, example });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn examples(&self) -> impl Iterator<Item = &Example> {
+        self.entries.iter().map(|e| &e.example)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Example> {
+        self.ids.get(id).map(|&i| &self.entries[i].example)
+    }
+
+    /// Validates JSONL `text` (reported as `source_name`, line by line) against the file's ids
+    /// and `also_taken`, and appends its examples. Nothing is added if any line is bad.
+    pub fn add_lines(
+        &mut self,
+        text: &str,
+        source_name: &str,
+        also_taken: &HashSet<String>,
+    ) -> Result<Vec<Example>> {
+        let taken: HashSet<String> = self.ids.keys().chain(also_taken).cloned().collect();
+        let new =
+            parse_examples(text, &self.tiers, &taken).map_err(|errors| Error::InvalidLines {
+                source_name: source_name.to_string(),
+                errors,
+            })?;
+        for e in &new {
+            self.push(None, e.clone());
+        }
+        self.changed |= !new.is_empty();
+        Ok(new)
+    }
+
+    /// [`ExampleSet::add_lines`] for examples built in code (outcome records, feedback): they
+    /// pass the same validation as a file's lines.
+    pub fn add(
+        &mut self,
+        examples: &[Example],
+        source_name: &str,
+        also_taken: &HashSet<String>,
+    ) -> Result<Vec<Example>> {
+        let text = examples
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("examples serialize"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.add_lines(&text, source_name, also_taken)
+    }
+
+    /// Replaces the example with the same id (returning the old one), or adds it. The example
+    /// is validated like a line of the file.
+    pub fn put(&mut self, example: Example, source_name: &str) -> Result<Option<Example>> {
+        let id = example.id.clone().ok_or_else(|| {
+            Error::Config(format!(
+                "{source_name}: an example replaced by id needs an id"
+            ))
+        })?;
+        let line = serde_json::to_string(&example).expect("examples serialize");
+        let mut checked =
+            parse_examples(&line, &self.tiers, &HashSet::new()).map_err(|errors| {
+                Error::InvalidLines {
+                    source_name: source_name.to_string(),
+                    errors,
+                }
+            })?;
+        let example = checked.pop().expect("one line, one example");
+        self.changed = true;
+        match self.ids.get(&id) {
+            Some(&i) => {
+                let entry = &mut self.entries[i];
+                entry.raw = None;
+                Ok(Some(std::mem::replace(&mut entry.example, example)))
+            }
+            None => {
+                self.push(None, example);
+                Ok(None)
+            }
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            match &e.raw {
+                Some(raw) => out.extend_from_slice(raw.as_bytes()),
+                None => serde_json::to_writer(&mut out, &e.example).expect("examples serialize"),
+            }
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// The one way an examples file changes: reads and validates it (a missing file is an empty
+/// set), lets `change` add or replace examples, and if anything changed writes the whole file
+/// atomically ([`write_atomic`]): a crash leaves the old file or the new one, never half. An
+/// error from `change` writes nothing.
+pub fn update_examples<T>(
+    path: &Path,
+    tiers: &Tiers,
+    change: impl FnOnce(&mut ExampleSet) -> Result<T>,
+) -> Result<T> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    if !content.is_empty() && !content.ends_with(b"\n") {
-        content.push(b'\n');
+    let name = format!("{} (the examples file: fix it first)", path.display());
+    let mut set = ExampleSet::parse(&text, tiers, &name)?;
+    let result = change(&mut set)?;
+    if set.changed {
+        write_atomic(path, &set.to_bytes())?;
     }
-    for example in examples {
-        let line = serde_json::to_string(example).expect("examples serialize");
-        content.extend_from_slice(line.as_bytes());
-        content.push(b'\n');
-    }
-    write_atomic(path, &content)
+    Ok(result)
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
@@ -545,15 +689,76 @@ mod tests {
             &HashSet::new(),
         )
         .unwrap();
-        append_examples(&path, &new).unwrap();
+        update_examples(&path, &tiers(), |set| set.add(&new, "new", &HashSet::new())).unwrap();
         let all = read_examples(&path, &tiers()).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1], new[0]);
+        // The first line keeps its exact bytes.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("{\"text\":\"first\",\"tier\":\"small\"}\n"),
+            "{text}"
+        );
         // Only the target file is left behind: no temporary files.
         assert_eq!(
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn one_update_path_checks_ids_against_the_file_and_replaces_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("examples.jsonl");
+        let none = HashSet::new();
+        update_examples(&path, &tiers(), |set| {
+            set.add_lines(r#"{"id":"a","text":"one","tier":"small"}"#, "first", &none)
+        })
+        .unwrap();
+        // A reused id (in the file, or in `also_taken`) fails the whole batch; nothing written.
+        let e = update_examples(&path, &tiers(), |set| {
+            set.add_lines(
+                "{\"id\":\"b\",\"text\":\"two\",\"tier\":\"small\"}\n{\"id\":\"a\",\"text\":\"x\",\"tier\":\"large\"}",
+                "second",
+                &none,
+            )
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("duplicate id `a`"),
+            "{e}"
+        );
+        let taken: HashSet<String> = ["c".to_string()].into();
+        assert!(update_examples(&path, &tiers(), |set| {
+            set.add_lines(r#"{"id":"c","text":"x","tier":"small"}"#, "third", &taken)
+        })
+        .is_err());
+        assert_eq!(read_examples(&path, &tiers()).unwrap().len(), 1);
+        // put replaces by id and validates like a line.
+        let mut ex = read_examples(&path, &tiers()).unwrap().remove(0);
+        ex.label = Label::Tier {
+            tier: "large".into(),
+        };
+        let old = update_examples(&path, &tiers(), |set| set.put(ex.clone(), "put")).unwrap();
+        assert_eq!(
+            old.unwrap().label,
+            Label::Tier {
+                tier: "small".into()
+            }
+        );
+        assert_eq!(read_examples(&path, &tiers()).unwrap(), vec![ex.clone()]);
+        ex.label = Label::Tier {
+            tier: "huge".into(),
+        };
+        assert!(update_examples(&path, &tiers(), |set| set.put(ex, "put")).is_err());
+        // A bad examples file is named, and never overwritten.
+        std::fs::write(&path, "{broken\n").unwrap();
+        let e = update_examples(&path, &tiers(), |set| set.add(&[], "x", &none))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fix it first") && e.contains("line 1"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{broken\n");
     }
 
     fn record(line: &str) -> OutcomeRecord {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -238,6 +238,7 @@ impl DecisionLog {
             file,
             size,
             written: written.clone(),
+            dropped: dropped.clone(),
         };
         std::thread::Builder::new()
             .name("model-router-decision-log".into())
@@ -262,7 +263,7 @@ impl DecisionLog {
         }
     }
 
-    /// Records dropped because the writer was behind (or had failed).
+    /// Records dropped because the writer was behind, or lost to a failed write.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -301,38 +302,57 @@ struct Writer {
     file: File,
     size: u64,
     written: Arc<AtomicU64>,
+    /// Records lost to a failed write count as dropped too.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Writer {
     fn run(mut self, rx: Receiver<DecisionRecord>) {
         let mut buf = Vec::with_capacity(64 * 1024);
+        let mut line = Vec::with_capacity(2048);
         while let Ok(first) = rx.recv() {
-            // Take what is queued too: one write per burst, not one per record.
-            buf.clear();
-            let mut n = 0u64;
+            // Take what is queued too: one write per burst, not one per record, rotating
+            // between records so that no file grows past `max_bytes` (unless one record does).
+            let mut pending = 0u64;
             for record in std::iter::once(first).chain(rx.try_iter().take(1023)) {
-                if serde_json::to_writer(&mut buf, &record).is_ok() {
-                    buf.push(b'\n');
-                    n += 1;
+                line.clear();
+                if serde_json::to_writer(&mut line, &record).is_err() {
+                    continue;
                 }
+                line.push(b'\n');
+                let size = self.size + buf.len() as u64;
+                if size > 0 && size + line.len() as u64 > self.options.max_bytes {
+                    self.flush(&mut buf, &mut pending);
+                    if let Err(e) = self.rotate() {
+                        tracing::error!(path = %self.options.path.display(), error = %e, "rotating the decision log failed");
+                    }
+                }
+                buf.extend_from_slice(&line);
+                pending += 1;
             }
-            if let Err(e) = self.write(&buf) {
-                tracing::error!(path = %self.options.path.display(), error = %e, "writing the decision log failed; records lost");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            self.written.fetch_add(n, Ordering::Relaxed);
+            self.flush(&mut buf, &mut pending);
         }
         let _ = self.file.flush();
     }
 
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.size > 0 && self.size + bytes.len() as u64 > self.options.max_bytes {
-            self.rotate()?;
+    /// Writes the buffered records; on failure they are lost (and logged), never retried
+    /// forever: the request path must not back up behind a full disk.
+    fn flush(&mut self, buf: &mut Vec<u8>, pending: &mut u64) {
+        if buf.is_empty() {
+            return;
         }
-        self.file.write_all(bytes)?;
-        self.size += bytes.len() as u64;
-        Ok(())
+        match self.file.write_all(buf) {
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                self.written.fetch_add(*pending, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.dropped.fetch_add(*pending, Ordering::Relaxed);
+                tracing::error!(path = %self.options.path.display(), error = %e, records = *pending, "writing the decision log failed; records lost");
+            }
+        }
+        buf.clear();
+        *pending = 0;
     }
 
     /// `path.{keep-1}` → `path.{keep}`, …, `path` → `path.1`, then a fresh `path`.
@@ -451,7 +471,11 @@ impl RecentDecisions {
         if self.capacity == 0 {
             return;
         }
-        if self.by_id.insert(record.id.clone(), record.clone()).is_none() {
+        if self
+            .by_id
+            .insert(record.id.clone(), record.clone())
+            .is_none()
+        {
             self.order.push_back(record.id.clone());
         }
         while self.order.len() > self.capacity {
@@ -475,6 +499,7 @@ impl RecentDecisions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn record(id: &str) -> DecisionRecord {
         DecisionRecord {

@@ -33,6 +33,12 @@ pub enum Error {
     #[error("unknown tier `{name}` (configured tiers: {known})")]
     UnknownTier { name: String, known: String },
 
+    #[error("invalid feedback: {0}")]
+    Feedback(String),
+
+    #[error("feedback on decision `{decision}` conflicts with earlier feedback: {details}")]
+    FeedbackConflict { decision: String, details: String },
+
     #[error("the query is empty: give some text to route")]
     EmptyQuery,
 
@@ -69,12 +75,20 @@ pub enum Error {
     },
 }
 
+/// Lines shown in an [`Error::InvalidLines`] message; the rest are counted.
+const SHOWN_LINES: usize = 50;
+
 fn join_lines(errors: &[LineError]) -> String {
-    errors
+    let mut text = errors
         .iter()
+        .take(SHOWN_LINES)
         .map(|e| format!("  {e}"))
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    if errors.len() > SHOWN_LINES {
+        text.push_str(&format!("\n  … and {} more", errors.len() - SHOWN_LINES));
+    }
+    text
 }
 
 impl Error {

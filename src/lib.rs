@@ -35,12 +35,14 @@
 //! The binary (`src/main.rs`, `src/cli.rs`) is the only user of clap and anyhow.
 
 pub mod batcher;
+pub mod budget;
 pub mod config;
 pub mod corpus;
 pub mod decision_log;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod feedback;
 pub mod index;
 pub mod router;
 pub mod server;

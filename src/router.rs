@@ -22,6 +22,10 @@ const BUILD_CHUNK: usize = 256;
 /// A routing decision and everything needed to see why it was made.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
+    /// The request's id (`x-request-id` in the server); feedback refers to it. `None` outside
+    /// a request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub tier: String,
     pub model: String,
     pub confidence: f32,
@@ -222,7 +226,10 @@ impl Router {
             state.group.push(group);
         }
         for e in &examples {
-            state.hash = fnv1a(state.hash, &serde_json::to_vec(e).expect("examples serialize"));
+            state.hash = fnv1a(
+                state.hash,
+                &serde_json::to_vec(e).expect("examples serialize"),
+            );
         }
         state.examples.extend(examples);
         state.quality.extend(quality);
@@ -343,6 +350,7 @@ impl Router {
         let v = vote(&evidence, &self.tiers, policy);
         let tier = &self.tiers[v.tier];
         Ok(Decision {
+            id: None,
             tier: tier.name.clone(),
             model: tier.model.clone(),
             confidence: v.confidence,
@@ -362,6 +370,37 @@ impl Router {
                 })
                 .collect(),
         })
+    }
+
+    /// Makes an example routable, or, if one with the same id is indexed already, gives that
+    /// one the new label (and category and meta): the text, hence the vector, stays.
+    pub fn upsert(&self, example: Example) -> Result<()> {
+        {
+            let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let state = &mut *guard;
+            let at = example.id.as_deref().and_then(|id| {
+                state
+                    .examples
+                    .iter()
+                    .position(|e| e.id.as_deref() == Some(id))
+            });
+            if let Some(i) = at {
+                let quality = example.label.quality(&self.tiers);
+                state.baseline.remove(state.group[i], &state.quality[i]);
+                state.group[i] = state.baseline.add(example.category.as_deref(), &quality);
+                state.hash = fnv1a(
+                    state.hash,
+                    &serde_json::to_vec(&example).expect("examples serialize"),
+                );
+                state.quality[i] = quality;
+                state.examples[i] = Example {
+                    text: std::mem::take(&mut state.examples[i].text),
+                    ..example
+                };
+                return Ok(());
+            }
+        }
+        self.add(vec![example])
     }
 
     /// Ids of the indexed examples, e.g. to refuse a live addition that reuses one.

@@ -88,6 +88,24 @@ impl CategoryBaseline {
         group
     }
 
+    /// Forgets one example counted by [`CategoryBaseline::add`] in `group` (e.g. before it is
+    /// counted again with a new label).
+    pub fn remove(&mut self, group: usize, quality: &[Option<f32>]) {
+        for (t, q) in quality.iter().enumerate() {
+            if let Some(q) = q {
+                for s in [self.stats.get_mut(group), Some(&mut self.all)]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(s) = s.get_mut(t) {
+                        s.0 -= f64::from(*q);
+                        s.1 = s.1.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+
     /// An example's quality re-based from its group's mean on the overall mean.
     pub fn adjust(&self, group: usize, quality: &[Option<f32>]) -> Vec<Option<f32>> {
         let mean = |s: Option<&(f64, u64)>| s.filter(|s| s.1 > 0).map(|s| s.0 / s.1 as f64);
@@ -265,7 +283,7 @@ fn expected_quality(neighbors: &[&Evidence], weights: &[f32], n_tiers: usize) ->
 }
 
 /// The cheapest tier whose quality reaches `target` × the best quality.
-fn cheapest_sufficient(quality: &[Option<f32>], target: f32) -> Option<usize> {
+pub fn cheapest_sufficient(quality: &[Option<f32>], target: f32) -> Option<usize> {
     let best = quality.iter().flatten().copied().reduce(f32::max)?;
     // A small tolerance so that float noise in the weighted mean never breaks a tie upwards.
     let bar = target * best - 1e-6;

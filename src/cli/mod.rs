@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -12,9 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use model_router::config::{Config, Overrides};
 use model_router::corpus::{
-    self, outcome_examples, parse_examples, read_id_list, read_outcome_records, OutcomeMap,
-    OutcomeRecord, Scale,
+    self, outcome_examples, read_id_list, read_outcome_records, OutcomeMap, OutcomeRecord, Scale,
 };
+use model_router::decision_log::{DecisionRecord, LoggedPolicy};
 use model_router::embed::{self, source, Embedder, ModelSpec};
 use model_router::error::{Error, LineError};
 use model_router::eval::{cross_validate, evaluate, items_from_records, report, Folds};
@@ -23,6 +24,9 @@ use model_router::router::Router;
 use model_router::router::RouterOptions;
 use model_router::smooth::Smooth;
 use model_router::vote::Policy;
+
+mod calibrate;
+mod feedback;
 
 /// Routes each LLM request to the cheapest model tier that answers it well.
 #[derive(Debug, Parser)]
@@ -64,6 +68,12 @@ pub enum Command {
     Route(RouteArgs),
     /// Validate labeled examples and append them to the examples file atomically.
     Ingest(IngestArgs),
+    /// Print the quality target that sends at most a given share of a traffic sample to a
+    /// tier or above.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Join feedback (one per line, as for POST /v1/feedback) to a decision log and add the
+    /// resulting `fb-` examples, all or nothing.
+    Feedback(feedback::FeedbackArgs),
     /// Route held-out outcome records, sweep the cost-quality knob, print metrics as JSON
     /// and write a cost-quality plot.
     Eval(EvalArgs),
@@ -91,6 +101,10 @@ pub struct RouteArgs {
     /// JSONL output: one decision per input line.
     #[arg(long, requires = "input")]
     pub output: Option<PathBuf>,
+    /// With --input: also write a decision record per query (the decision-log format), for
+    /// `feedback --decisions`, `label-queue` and `replay`. Lines without an `id` get one.
+    #[arg(long, requires = "input")]
+    pub decisions: Option<PathBuf>,
     /// Cost–quality knob for this run, in [0, 1].
     #[arg(long)]
     pub quality_target: Option<f32>,
@@ -205,6 +219,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Ingest(args) => ingest(&config, &args.file),
         Command::Eval(args) => eval(&config, &args),
+        Command::Feedback(args) => feedback::run(&config, &args),
+        Command::Calibrate(args) => calibrate::run(&config, &args),
         Command::Embed { texts } => embed_texts(&config, &texts),
         Command::Model {
             action: ModelAction::Fetch,
@@ -239,7 +255,7 @@ fn progress_bar(what: &str) -> ProgressBar {
     bar
 }
 
-fn build_router(config: &Config) -> Result<Router> {
+pub(crate) fn build_router(config: &Config) -> Result<Router> {
     load_router(config).with_context(|| {
         format!(
             "building the router from {}",
@@ -291,18 +307,20 @@ fn route(config: &Config, args: RouteArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&decision)?);
             Ok(())
         }
-        (None, Some(input), Some(output)) => route_file(config, input, output),
+        (None, Some(input), Some(output)) => {
+            route_file(config, input, output, args.decisions.as_deref())
+        }
         _ => bail!("give a query to route, or --input F.jsonl --output G.jsonl"),
     }
 }
 
 /// One line of a batch input.
-struct Query {
-    id: Option<serde_json::Value>,
-    text: String,
+pub(crate) struct Query {
+    pub(crate) id: Option<serde_json::Value>,
+    pub(crate) text: String,
 }
 
-fn read_queries(path: &Path) -> Result<Vec<Query>> {
+pub(crate) fn read_queries(path: &Path) -> Result<Vec<Query>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut queries = Vec::new();
@@ -347,18 +365,36 @@ fn read_queries(path: &Path) -> Result<Vec<Query>> {
     Ok(queries)
 }
 
-fn route_file(config: &Config, input: &Path, output: &Path) -> Result<()> {
+fn route_file(config: &Config, input: &Path, output: &Path, log: Option<&Path>) -> Result<()> {
     let queries = read_queries(input)?;
     let router = build_router(config)?;
     let policy = router.policy().clone();
+    let logged = LoggedPolicy::new(&policy, router.tiers());
+    let version = router.examples_version();
+    // Ids for lines that have none: unique per run, so logs of several runs can be joined.
+    let run = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let bar = progress_bar("routing");
     bar.set_length(queries.len() as u64);
     let mut out = Vec::new();
+    let mut records = Vec::new();
+    let mut line = 0;
     for chunk in queries.chunks(64) {
         let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
-        for (q, d) in chunk.iter().zip(router.route_batch(&texts, &policy)?) {
-            let line = serde_json::json!({
-                "id": q.id,
+        let started = Instant::now();
+        let decisions = router.route_batch(&texts, &policy)?;
+        let each_ms = started.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
+        for (q, mut d) in chunk.iter().zip(decisions) {
+            line += 1;
+            let id = match &q.id {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) if !v.is_null() => v.to_string(),
+                _ => format!("route-{run}-{line}"),
+            };
+            d.id = Some(id.clone());
+            let row = serde_json::json!({
+                "id": q.id.clone().filter(|v| !v.is_null()).unwrap_or(serde_json::json!(id)),
                 "tier": d.tier,
                 "model": d.model,
                 "confidence": d.confidence,
@@ -366,13 +402,31 @@ fn route_file(config: &Config, input: &Path, output: &Path) -> Result<()> {
                 "basis": d.basis,
                 "neighbors": d.neighbors,
             });
-            serde_json::to_writer(&mut out, &line)?;
+            serde_json::to_writer(&mut out, &row)?;
             out.push(b'\n');
+            if log.is_some() {
+                let record = DecisionRecord::new(
+                    &id,
+                    "cli",
+                    &[(q.text.trim().to_string(), 1.0)],
+                    &d,
+                    logged.clone(),
+                    &version,
+                    router.embedder().info(),
+                    each_ms,
+                );
+                serde_json::to_writer(&mut records, &record)?;
+                records.push(b'\n');
+            }
         }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     corpus::write_atomic(output, &out)?;
+    if let Some(log) = log {
+        corpus::write_atomic(log, &records)?;
+        eprintln!("decision records in {}", log.display());
+    }
     eprintln!("routed {} queries into {}", queries.len(), output.display());
     Ok(())
 }
@@ -380,29 +434,20 @@ fn route_file(config: &Config, input: &Path, output: &Path) -> Result<()> {
 fn ingest(config: &Config, file: &Path) -> Result<()> {
     let tiers = config.tiers()?;
     let target = &config.routing.examples;
-    let existing = existing_examples(target, &tiers)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let new = parse_examples(&text, &tiers, &corpus::ids(&existing)).map_err(|errors| {
-        Error::InvalidLines {
-            source_name: file.display().to_string(),
-            errors,
-        }
+    let (added, total, repeats) = corpus::update_examples(target, &tiers, |set| {
+        let texts: HashSet<String> = set.examples().map(|e| e.text.clone()).collect();
+        let new = set.add_lines(&text, &file.display().to_string(), &HashSet::new())?;
+        let repeats = new.iter().filter(|e| texts.contains(&e.text)).count();
+        Ok((new.len(), set.len(), repeats))
     })?;
-    if new.is_empty() {
+    if added == 0 {
         bail!("{} holds no examples", file.display());
     }
-    let texts: HashSet<&str> = existing.iter().map(|e| e.text.as_str()).collect();
-    let repeats = new
-        .iter()
-        .filter(|e| texts.contains(e.text.as_str()))
-        .count();
-    corpus::append_examples(target, &new)?;
     eprintln!(
-        "added {} examples to {} (now {}){}",
-        new.len(),
+        "added {added} examples to {} (now {total}){}",
         target.display(),
-        existing.len() + new.len(),
         if repeats > 0 {
             format!("; {repeats} repeat texts already there")
         } else {
@@ -469,22 +514,6 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
     let scale = args.mapping.scale()?;
     let records = args.smooth.apply(&records, scale);
     let (new, skipped) = outcome_examples(&records, &map, scale)?;
-    let target = &config.routing.examples;
-    let existing = existing_examples(target, &tiers)?;
-    let known = corpus::ids(&existing);
-    let duplicates: Vec<&str> = new
-        .iter()
-        .filter_map(|e| e.id.as_deref())
-        .filter(|id| known.contains(*id))
-        .collect();
-    if !duplicates.is_empty() {
-        bail!(
-            "{} record ids are already in {} (e.g. `{}`): nothing was written",
-            duplicates.len(),
-            target.display(),
-            duplicates[0]
-        );
-    }
     if new.is_empty() {
         bail!(
             "no record of {} has outcomes for every mapped tier ({} skipped): nothing was written",
@@ -492,12 +521,15 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
             skipped
         );
     }
-    corpus::append_examples(target, &new)?;
+    let target = &config.routing.examples;
+    let total = corpus::update_examples(target, &tiers, |set| {
+        set.add(&new, &args.file.display().to_string(), &HashSet::new())?;
+        Ok(set.len())
+    })?;
     eprintln!(
-        "added {} outcome examples to {} (now {}); skipped {} records lacking a mapped model",
+        "added {} outcome examples to {} (now {total}); skipped {} records lacking a mapped model",
         new.len(),
         target.display(),
-        existing.len() + new.len(),
         skipped
     );
     Ok(())
@@ -690,16 +722,4 @@ fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&out)?);
     eprintln!("plot written to {}", args.plot.display());
     Ok(())
-}
-
-/// The examples already in the file being appended to (none if it does not exist yet).
-fn existing_examples(
-    target: &Path,
-    tiers: &model_router::tier::Tiers,
-) -> Result<Vec<model_router::corpus::Example>> {
-    if !target.exists() {
-        return Ok(Vec::new());
-    }
-    corpus::read_examples(target, tiers)
-        .context("the examples file to append to is invalid; fix it first")
 }

@@ -73,6 +73,26 @@ impl ApiError {
         )
     }
 
+    /// 404 with its own code, e.g. `unknown_decision`.
+    pub fn not_found_as(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            code,
+            message.into(),
+        )
+    }
+
+    /// 409: the request contradicts what the server holds.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            code,
+            message.into(),
+        )
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -143,6 +163,10 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::EmptyQuery => ApiError::bad_request("empty_query", e.to_string()),
+            Error::Feedback(_) => ApiError::bad_request("invalid_feedback", e.to_string()),
+            Error::FeedbackConflict { .. } => {
+                ApiError::conflict("feedback_conflict", e.to_string())
+            }
             Error::UnknownTier { .. } => ApiError::bad_request("unknown_tier", e.to_string()),
             Error::InvalidLines { .. } => ApiError::bad_request("invalid_examples", e.to_string()),
             other => ApiError::internal(other),

@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by endpoint and status, decisions by tier, route latency,
-//! batch sizes, queue depth, upstream latency and errors by tier, indexed examples. One
+//! batch sizes, queue depth, upstream latency and errors by tier, indexed examples, the
+//! decision log (written, dropped), feedback by result, and the budget (target, tier shares). One
 //! registry per server (tests run several servers in one process), rendered at `/metrics`.
 
 use std::time::Duration;
@@ -8,8 +9,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 use super::AppState;
@@ -27,6 +28,11 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     pub(crate) examples: IntGauge,
     pub(crate) ready: IntGauge,
+    pub(crate) log_dropped: IntCounter,
+    pub(crate) log_written: IntGauge,
+    pub(crate) feedback: IntCounterVec,
+    pub(crate) budget_target: Gauge,
+    pub(crate) tier_share: GaugeVec,
 }
 
 impl Metrics {
@@ -102,8 +108,44 @@ impl Metrics {
             "1 once the model and index are loaded.",
         )
         .expect("valid metric");
+        let log_dropped = IntCounter::new(
+            "model_router_decision_log_dropped_total",
+            "Decision records dropped because the log writer was behind.",
+        )
+        .expect("valid metric");
+        let log_written = IntGauge::new(
+            "model_router_decision_log_written",
+            "Decision records written to the log since start.",
+        )
+        .expect("valid metric");
+        let feedback = IntCounterVec::new(
+            Opts::new(
+                "model_router_feedback_total",
+                "Feedback by result (added, merged, unchanged, unknown_decision, conflict, invalid).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let budget_target = Gauge::new(
+            "model_router_budget_quality_target",
+            "The quality target in effect: the configured one, or lower to hold [routing.budget].",
+        )
+        .expect("valid metric");
+        let tier_share = GaugeVec::new(
+            Opts::new(
+                "model_router_budget_tier_share",
+                "Share of the budget window's decisions that went to each tier.",
+            ),
+            &["tier"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_dropped.clone()),
+            Box::new(log_written.clone()),
+            Box::new(feedback.clone()),
+            Box::new(budget_target.clone()),
+            Box::new(tier_share.clone()),
             Box::new(decisions.clone()),
             Box::new(route_seconds.clone()),
             Box::new(batch_size.clone()),
@@ -128,6 +170,11 @@ impl Metrics {
             upstream_errors,
             examples,
             ready,
+            log_dropped,
+            log_written,
+            feedback,
+            budget_target,
+            tier_share,
         }
     }
 

@@ -11,13 +11,14 @@
 
 mod auth;
 pub mod error;
+mod feedback;
 pub mod metrics;
 mod proxy;
 mod route;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -30,11 +31,15 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::batcher::{BatchObserver, BatchOptions, Batcher, ContextRule, Query};
-use crate::config::{Config, ServerConfig};
+use crate::budget::Budget;
+use crate::config::{Config, LogConfig, ServerConfig};
+use crate::decision_log::{
+    find_decision, DecisionLog, DecisionRecord, LogOptions, LoggedPolicy, RecentDecisions,
+};
 use crate::error::{Error, Result};
 use crate::router::{Decision, Router};
 use crate::tier::Tiers;
-use crate::vote::Policy;
+use crate::vote::{cheapest_sufficient, Policy};
 
 pub use error::{ApiError, ApiJson};
 pub use metrics::Metrics;
@@ -60,6 +65,13 @@ struct Shared {
     client: reqwest::Client,
     /// Serialises live additions: id check, append, index insert.
     adding: tokio::sync::Mutex<()>,
+    /// The decision log, when `[log] decisions` names a file.
+    log: Option<DecisionLog>,
+    log_settings: LogConfig,
+    /// The last decisions, for feedback without a disk read.
+    recent: Mutex<RecentDecisions>,
+    /// `[routing.budget]`, held live.
+    budget: Option<Mutex<Budget>>,
     /// Unix seconds at start, the `created` of `/v1/models` entries.
     created: u64,
 }
@@ -138,6 +150,26 @@ impl AppState {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let log = match &config.log.decisions {
+            Some(path) => Some(DecisionLog::open(LogOptions {
+                path: path.clone(),
+                max_bytes: config.log.max_bytes,
+                keep: config.log.keep,
+                capacity: config.log.queue_capacity,
+            })?),
+            None => None,
+        };
+        let budget = match &config.routing.budget {
+            Some(b) => {
+                let limits = config.budget_limits(&tiers, b)?;
+                let policy = config.policy()?;
+                Some(Mutex::new(
+                    Budget::new(limits, b.window, policy.quality_target, &tiers)
+                        .with_fallback(policy.fallback_tier),
+                ))
+            }
+            None => None,
+        };
         Ok(AppState(Arc::new(Shared {
             settings: config.server.clone(),
             tiers,
@@ -148,6 +180,10 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             client,
             adding: tokio::sync::Mutex::new(()),
+            log,
+            log_settings: config.log.clone(),
+            recent: Mutex::new(RecentDecisions::new(config.log.recent)),
+            budget,
             created,
         })))
     }
@@ -230,9 +266,14 @@ impl AppState {
     }
 
     /// Routes a query through the batcher, with the configured policy or another quality
-    /// target. Also returns how long the decision took (queueing, embedding, vote).
+    /// target, as request `id` of `endpoint`: the decision carries the id, is kept for
+    /// feedback and goes to the decision log. A budget, when configured, sets the quality
+    /// target unless the request gives one. Also returns how long the decision took
+    /// (queueing, embedding, vote).
     pub(crate) async fn decide(
         &self,
+        id: &str,
+        endpoint: &'static str,
         query: Query,
         quality_target: Option<f32>,
     ) -> std::result::Result<(Decision, Duration), ApiError> {
@@ -246,13 +287,139 @@ impl AppState {
                 ));
             }
             policy.quality_target = q;
+        } else if let Some(budget) = &self.0.budget {
+            policy.quality_target = lock(budget).target();
         }
+        let parts = query.parts().to_vec();
         let started = Instant::now();
-        let decision = engine.batcher.submit(query, policy)?.await?;
+        let mut decision = engine.batcher.submit(query, policy.clone())?.await?;
         let took = started.elapsed();
+        decision.id = Some(id.to_string());
+        let tiers = self.tiers();
+        let mut logged = LoggedPolicy::new(&policy, tiers);
+        if let Some(budget) = &self.0.budget {
+            let quality: Vec<Option<f32>> = tiers
+                .iter()
+                .map(|t| decision.quality.get(&t.name))
+                .collect();
+            let tier = tiers
+                .position(&decision.tier)
+                .unwrap_or(policy.fallback_tier);
+            let mut budget = lock(budget);
+            let configured = budget.configured();
+            if quality_target.is_none() && policy.quality_target < configured {
+                logged.configured_quality_target = Some(configured);
+                let without = cheapest_sufficient(&quality, configured);
+                if let Some(without) = without
+                    .filter(|&w| w != tier && decision.basis == crate::vote::Basis::Neighbors)
+                {
+                    decision.reason += &budget.reason(tiers, policy.quality_target, without);
+                }
+            }
+            budget.observe(&quality, decision.basis, tier);
+            self.0.metrics.budget_target.set(f64::from(budget.target()));
+            for (t, share) in tiers.iter().zip(budget.shares()) {
+                self.0
+                    .metrics
+                    .tier_share
+                    .with_label_values(&[t.name.as_str()])
+                    .set(f64::from(share));
+            }
+        }
         self.0.metrics.decision(&decision.tier, took);
+        let record = Arc::new(DecisionRecord::new(
+            id,
+            endpoint,
+            &parts,
+            &decision,
+            logged,
+            &engine.router.examples_version(),
+            engine.router.embedder().info(),
+            took.as_secs_f64() * 1e3,
+        ));
+        if let Some(log) = &self.0.log {
+            // A full queue drops the record (counted); the request never waits on disk.
+            log.log((*record).clone());
+        }
+        lock(&self.0.recent).insert(record);
         Ok((decision, took))
     }
+
+    /// A decision by id: from memory, else from the decision log (on a blocking thread).
+    pub(crate) async fn find_decision(
+        &self,
+        id: &str,
+    ) -> std::result::Result<Option<Arc<DecisionRecord>>, ApiError> {
+        if let Some(d) = lock(&self.0.recent).get(id) {
+            return Ok(Some(d));
+        }
+        let Some(path) = self.0.log_settings.decisions.clone() else {
+            return Ok(None);
+        };
+        let keep = self.0.log_settings.keep;
+        let id = id.to_string();
+        let found = tokio::task::spawn_blocking(move || find_decision(&path, keep, &id))
+            .await
+            .map_err(ApiError::internal)??;
+        Ok(found.map(Arc::new))
+    }
+
+    /// How long decisions are kept for feedback, in words, for a 404.
+    pub(crate) fn decisions_kept(&self) -> String {
+        let recent = lock(&self.0.recent);
+        let memory = match recent.oldest_time() {
+            Some(t) => format!(
+                "the last {} decisions in memory (now {}, the oldest from {t})",
+                recent.capacity(),
+                recent.len()
+            ),
+            None => format!("the last {} decisions in memory", recent.capacity()),
+        };
+        match &self.0.log_settings.decisions {
+            Some(path) => format!(
+                "{memory}, and those still in the decision log {} and its {} rotated files \
+                 ({} bytes each)",
+                path.display(),
+                self.0.log_settings.keep,
+                self.0.log_settings.max_bytes
+            ),
+            None => format!("{memory}; no decision log is configured ([log] decisions)"),
+        }
+    }
+
+    pub(crate) fn examples_path(&self) -> &std::path::Path {
+        &self.0.examples_path
+    }
+
+    pub(crate) fn adding(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.adding
+    }
+}
+
+/// Locks a std mutex; a poisoned one is still usable (its holders never leave it half-done).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The request id the `SetRequestIdLayer` put on the request (a made-up one if it is missing,
+/// which only happens to handlers called outside [`app`]).
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:032x}", rand_id()))
+}
+
+fn rand_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    u128::from(h.finish())
 }
 
 /// The HTTP API over a state. Routes under `/v1` need a bearer key when keys are configured;
@@ -263,6 +430,7 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/v1/chat/completions", post(proxy::chat_completions))
         .route("/v1/models", get(route::models))
         .route("/v1/examples", post(route::add_examples))
+        .route("/v1/feedback", post(feedback::feedback))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -325,6 +493,12 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
             .metrics()
             .queue_depth
             .set(engine.batcher.queued() as i64);
+    }
+    if let Some(log) = &state.0.log {
+        let m = state.metrics();
+        m.log_written.set(log.written() as i64);
+        m.log_dropped
+            .inc_by(log.dropped().saturating_sub(m.log_dropped.get()));
     }
     (
         StatusCode::OK,

@@ -124,7 +124,10 @@ pub async fn chat_completions(
             }
         };
         let query = conversation(&messages, state.context_rule())?;
-        let (d, took) = state.decide(query, quality_target(&headers)?).await?;
+        let id = super::request_id(&headers);
+        let (d, took) = state
+            .decide(&id, "chat", query, quality_target(&headers)?)
+            .await?;
         let tier = tiers
             .position(&d.tier)
             .ok_or_else(|| ApiError::internal(format!("decided on unknown tier {}", d.tier)))?;

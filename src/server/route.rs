@@ -13,8 +13,7 @@ use serde::Deserialize;
 
 use super::{auth, ApiError, ApiJson, AppState};
 use crate::batcher::{ContextRule, Query};
-use crate::corpus::{append_examples, parse_examples};
-use crate::error::Error;
+use crate::corpus::update_examples;
 use crate::router::Decision;
 
 /// `POST /v1/route` body.
@@ -117,6 +116,7 @@ pub fn decision_headers(tier: &str, model: &str, confidence: f32) -> HeaderMap {
 
 pub async fn route(
     State(state): State<AppState>,
+    request_headers: HeaderMap,
     ApiJson(req): ApiJson<RouteRequest>,
 ) -> Result<Response, ApiError> {
     let query = match (req.query, req.messages) {
@@ -135,7 +135,10 @@ pub async fn route(
             ))
         }
     };
-    let (d, took): (Decision, _) = state.decide(query, req.quality_target).await?;
+    let id = super::request_id(&request_headers);
+    let (d, took): (Decision, _) = state
+        .decide(&id, "route", query, req.quality_target)
+        .await?;
     let mut headers = decision_headers(&d.tier, &d.model, d.confidence);
     headers.extend(server_timing(&[("route", took)]));
     Ok((headers, Json(d)).into_response())
@@ -181,20 +184,24 @@ pub async fn add_examples(
     // One JSON object per line, so the file format's validation (and its line numbers, here
     // positions in the list) applies unchanged.
     let lines: Vec<String> = body.examples.iter().map(|v| v.to_string()).collect();
-    let _one_at_a_time = state.0.adding.lock().await;
-    let examples = parse_examples(&lines.join("\n"), state.tiers(), &engine.router.ids()).map_err(
-        |errors| Error::InvalidLines {
-            source_name: "`examples` (line N = the Nth example)".into(),
-            errors,
-        },
-    )?;
+    let _one_at_a_time = state.adding().lock().await;
+    // Checked against the file and the index, persisted first: once the client hears 201 the
+    // examples survive a restart.
+    let path = state.examples_path().to_path_buf();
+    let tiers = state.tiers().clone();
+    let indexed = engine.router.ids();
+    let examples = tokio::task::spawn_blocking(move || {
+        update_examples(&path, &tiers, |set| {
+            set.add_lines(
+                &lines.join("\n"),
+                "`examples` (line N = the Nth example)",
+                &indexed,
+            )
+        })
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let added = examples.len();
-    // Persisted first: once the client hears 201 the examples survive a restart.
-    let path = state.0.examples_path.clone();
-    let copy = examples.clone();
-    tokio::task::spawn_blocking(move || append_examples(&path, &copy))
-        .await
-        .map_err(ApiError::internal)??;
     // Embedding happens outside the index lock: routing goes on meanwhile.
     let router = engine.router.clone();
     tokio::task::spawn_blocking(move || router.add(examples))

@@ -1,0 +1,93 @@
+//! `POST /v1/feedback`: how a routed request went, by its decision id. The decision is found in
+//! memory or in the decision log, the feedback becomes (or merges into) the example
+//! `fb-<decision id>` through the one ingest path, is persisted atomically, then indexed live,
+//! so the next similar query cites it. Authorised like `/v1/examples`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::{auth, ApiError, ApiJson, AppState};
+use crate::corpus::{update_examples, Label};
+use crate::error::Error;
+use crate::feedback::{apply, Applied, Feedback};
+
+pub async fn feedback(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Feedback>,
+) -> Result<Response, ApiError> {
+    if !auth::has_keys(&state) {
+        return Err(ApiError::forbidden(
+            "examples_disabled",
+            "feedback adds examples, which needs client API keys: set the variable that \
+             server.api_keys_env names",
+        ));
+    }
+    let count = |result: &str| state.metrics().feedback.with_label_values(&[result]).inc();
+    let engine = state.engine()?;
+    let Some(decision) = state.find_decision(&body.id).await? else {
+        count("unknown_decision");
+        return Err(ApiError::not_found_as(
+            "unknown_decision",
+            format!(
+                "no decision `{}` is known here: the server keeps {}",
+                body.id,
+                state.decisions_kept()
+            ),
+        ));
+    };
+    let outcomes = body
+        .outcomes(state.tiers(), &decision.tier)
+        .inspect_err(|_| {
+            count("invalid");
+        })?;
+    let _one_at_a_time = state.adding().lock().await;
+    let path = state.examples_path().to_path_buf();
+    let tiers = state.tiers().clone();
+    let record = decision.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        update_examples(&path, &tiers, |set| apply(set, &record, outcomes))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (example, applied) = match applied {
+        Ok(done) => done,
+        Err(e @ Error::FeedbackConflict { .. }) => {
+            count("conflict");
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if applied != Applied::Unchanged {
+        let router = engine.router.clone();
+        let indexed = example.clone();
+        tokio::task::spawn_blocking(move || router.upsert(indexed))
+            .await
+            .map_err(ApiError::internal)??;
+    }
+    count(applied.as_str());
+    let total = engine.router.len();
+    state.metrics().examples.set(total as i64);
+    tracing::info!(decision = %decision.id, result = applied.as_str(), "feedback");
+    let outcomes = match &example.label {
+        Label::Outcomes { outcomes } => serde_json::json!(outcomes),
+        Label::Tier { tier } => serde_json::json!({ "tier": tier }),
+    };
+    let status = if applied == Applied::Added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({
+            "id": example.id,
+            "decision": decision.id,
+            "result": applied.as_str(),
+            "outcomes": outcomes,
+            "examples": total,
+        })),
+    )
+        .into_response())
+}
