@@ -4,8 +4,12 @@
 //! `POST /v1/chat/completions` through the router, minus the decision time, against the same
 //! local upstream called directly.
 //!
+//! Last, the cost of the decision log: route p50 with `[log] decisions` on vs off, in
+//! alternating rounds so that drift of a shared machine falls on both alike.
+//!
 //! Run: `cargo bench --bench load` (env: `LOAD_SECS` seconds per point, default 5;
-//! `LOAD_CONCURRENCY` e.g. `1,8,64`; `ROUTER_DEVICE` as for the CLI). It uses the default
+//! `LOAD_CONCURRENCY` e.g. `1,8,64`; `LOAD_ONLY=log` for the decision-log comparison alone;
+//! `ROUTER_DEVICE` as for the CLI). It uses the default
 //! config and examples (`data/router.toml`), the real model, an in-process server started with
 //! `model_router::server::serve`, and an in-process closed-loop client: C tasks each send a
 //! request as soon as their previous one is answered. Client, server and the embedding thread
@@ -204,17 +208,110 @@ fn main() {
         .build()
         .unwrap();
 
-    println!("| batching | concurrency | routes/s | p50 ms | p99 ms |");
+    let bench = Bench {
+        server_rt,
+        client_rt,
+        client,
+        router,
+        upstream,
+        queries,
+        secs,
+    };
+    if !std::env::var("LOAD_ONLY").is_ok_and(|v| v == "log") {
+        throughput_and_forwarding(&bench, &levels);
+    }
+    decision_log_cost(&bench);
+}
+
+/// What every phase shares: the runtimes, the client, the router and the upstream.
+struct Bench {
+    server_rt: tokio::runtime::Runtime,
+    client_rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    router: Arc<Router>,
+    upstream: String,
+    queries: Arc<Vec<String>>,
+    /// Seconds per measured point.
+    secs: f64,
+}
+
+/// Route p50/p99 and routes/s at concurrency 1 and 8, with the decision log off and on, in
+/// four alternating rounds per setting; prints the p50 ratio (on / off).
+fn decision_log_cost(b: &Bench) {
+    let Bench {
+        server_rt,
+        client_rt,
+        client,
+        router,
+        upstream,
+        queries,
+        secs,
+    } = b;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("decisions.jsonl");
+    println!("\n| decision log | concurrency | routes/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
-    let mut at_top = Vec::new();
-    for (label, batch) in [("on (max 32)", 32), ("off (batch-1)", 1)] {
-        let server = server_rt.block_on(start_server(&config(&upstream, batch), router.clone()));
-        for &c in &levels {
+    let mut ratios = Vec::new();
+    for c in [1usize, 8] {
+        let mut by_mode: [(Vec<Duration>, f64); 2] = [(Vec::new(), 0.0), (Vec::new(), 0.0)];
+        for round in 0..4 {
+            let on = round % 2 == 1;
+            let mut config = config(upstream, 32);
+            config.log.decisions = on.then(|| log_path.clone());
+            let server = server_rt.block_on(start_server(&config, router.clone()));
             let q = queries.clone();
             let make: Arc<dyn Fn(usize) -> String + Send + Sync> =
                 Arc::new(move |i| serde_json::json!({"query": q[i % q.len()]}).to_string());
             let url = format!("{}/v1/route", server.url);
-            let (rps, lat, _) = client_rt.block_on(closed_loop(&client, &url, c, secs, make));
+            let (rps, lat, _) = client_rt.block_on(closed_loop(client, &url, c, secs / 2.0, make));
+            let slot = &mut by_mode[usize::from(on)];
+            slot.0.extend(lat);
+            slot.1 += rps / 2.0;
+            let _ = server.stop.send(());
+        }
+        let mut p50 = [0.0; 2];
+        for (on, (lat, rps)) in by_mode.iter_mut().enumerate() {
+            lat.sort();
+            p50[on] = pct(lat, 0.5);
+            println!(
+                "| {} | {c} | {rps:.0} | {:.2} | {:.2} |",
+                if on == 1 { "on" } else { "off" },
+                p50[on],
+                pct(lat, 0.99)
+            );
+        }
+        ratios.push((c, p50[1] / p50[0]));
+    }
+    let written = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
+    for (c, r) in ratios {
+        println!("decision log on / off, route p50 at concurrency {c}: {r:.3}");
+    }
+    println!("({written} decision records written)");
+}
+
+fn throughput_and_forwarding(b: &Bench, levels: &[usize]) {
+    let Bench {
+        server_rt,
+        client_rt,
+        client,
+        router,
+        upstream,
+        queries,
+        secs,
+    } = b;
+    let secs = *secs;
+    let base = config(upstream, 32);
+    println!("| batching | concurrency | routes/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut at_top = Vec::new();
+    for (label, batch) in [("on (max 32)", 32), ("off (batch-1)", 1)] {
+        let server = server_rt.block_on(start_server(&config(upstream, batch), router.clone()));
+        for &c in levels {
+            let q = queries.clone();
+            let make: Arc<dyn Fn(usize) -> String + Send + Sync> =
+                Arc::new(move |i| serde_json::json!({"query": q[i % q.len()]}).to_string());
+            let url = format!("{}/v1/route", server.url);
+            let (rps, lat, _) = client_rt.block_on(closed_loop(client, &url, c, secs, make));
             println!(
                 "| {label} | {c} | {rps:.0} | {:.1} | {:.1} |",
                 pct(&lat, 0.5),
@@ -250,7 +347,7 @@ fn main() {
     // p50 of the whole request, and p50 of the request less the decision time the server
     // reported in `Server-Timing` (per request, so decision-time noise cancels).
     let p50 = |url: String, make| {
-        let (_, lat, less) = client_rt.block_on(closed_loop(&client, &url, 1, secs, make));
+        let (_, lat, less) = client_rt.block_on(closed_loop(client, &url, 1, secs, make));
         (pct(&lat, 0.5), pct(&less, 0.5))
     };
     let (direct, _) = p50(format!("{upstream}/chat/completions"), chat("small"));

@@ -420,3 +420,46 @@ fn replay_checks(dir: &Path, config: &Path, log: &Path) {
     assert!(moved_to_small > 0.0, "{report:#}");
     assert!(report["agreement"].as_f64().unwrap() < 1.0);
 }
+
+/// `[routing.budget]` in a served config: once enough decisions are in, a limit that the
+/// configured target would break lowers the target, the reason says so, /metrics shows the
+/// effective target and the shares, and an explicit tier is not budgeted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_lowers_the_target_and_says_so() {
+    let (_dir, config, _, _) = scratch();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "fallback_tier = \"large\"",
+        "fallback_tier = \"large\"\n\n[routing.budget]\nlarge = 0.2\nwindow = 100",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Served::start(&config).await;
+    let hard = "Prove that every group of prime order p is cyclic.";
+    let mut tiers = Vec::new();
+    for _ in 0..80 {
+        let (s, _, d) = server.post("/v1/route", json!({"query": hard})).await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        tiers.push((d["tier"].as_str().unwrap().to_string(), d["reason"].clone()));
+    }
+    // Before the controller has seen enough decisions, the configured target decides.
+    assert_eq!(tiers[0].0, "large", "{:?}", tiers[0]);
+    // Then the same query, all of whose neighbours need `large`, is held to the budget.
+    let (last, reason) = tiers.last().unwrap();
+    assert_ne!(last, "large");
+    let reason = reason.as_str().unwrap();
+    assert!(
+        reason.contains("budget") && reason.contains("without it: `large`"),
+        "{reason}"
+    );
+    let metrics = server.metrics().await;
+    let value = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("model_router_budget_quality_target") < 0.9);
+    let large_share = value("model_router_budget_tier_share{tier=\"large\"}");
+    assert!(large_share < 0.9 && large_share > 0.0, "{large_share}");
+    server.stop();
+}
