@@ -58,7 +58,7 @@ impl Default for LogConfig {
             max_bytes: 100 << 20,
             keep: 5,
             queue_capacity: 4096,
-            recent: 100_000,
+            recent: 10_000,
         }
     }
 }
