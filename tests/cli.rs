@@ -231,3 +231,64 @@ fn a_gpu_device_without_the_feature_says_how_to_rebuild() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--features cuda"), "{}", stderr(&out));
 }
+
+#[test]
+fn calibrate_finds_the_target_for_a_share() {
+    let (dir, config, _) = scratch();
+    let sample = dir.path().join("sample.jsonl");
+    // Twenty in-domain queries: half near the fixture's large examples, half near small ones.
+    let lines: Vec<String> = (0..10)
+        .flat_map(|i| {
+            [
+                serde_json::json!({"prompt": format!("Prove that every group of prime order {i} is cyclic.")}),
+                serde_json::json!({"prompt": format!("hey! how's your day going, friend number {i}?")}),
+            ]
+        })
+        .map(|v| v.to_string())
+        .collect();
+    std::fs::write(&sample, lines.join("\n")).unwrap();
+    let calibrate = |share: &str| {
+        run_with(
+            &config,
+            &[
+                "calibrate",
+                "--input",
+                sample.to_str().unwrap(),
+                "--share",
+                share,
+            ],
+        )
+    };
+    let out = calibrate("large=0.2");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(c["queries"], 20);
+    let target = c["quality_target"].as_f64().unwrap();
+    assert!(
+        target < 0.9,
+        "the configured 0.9 sends about half to large: {c:#}"
+    );
+    assert!(
+        c["shares"]["large"].as_f64().unwrap() <= 0.2 + 1e-6,
+        "{c:#}"
+    );
+    assert!(c["shares_at_configured_target"]["large"].as_f64().unwrap() > 0.2);
+    assert_eq!(c["binding"], "large");
+    // A loose limit leaves the configured target.
+    let out = calibrate("large=0.9");
+    let c: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        c["quality_target"].as_f64().unwrap() as f32,
+        0.9f32,
+        "{c:#}"
+    );
+    for bad in ["large", "huge=0.3", "large=1.5"] {
+        let out = calibrate(bad);
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            stderr(&out).contains("share") || stderr(&out).contains("huge"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+}
