@@ -164,6 +164,16 @@ struct Job {
     query: Query,
     policy: Policy,
     reply: oneshot::Sender<Result<Decision>>,
+    shadow: Option<(Arc<Shadow>, oneshot::Sender<Result<Decision>>)>,
+}
+
+/// A second router that decides each query alongside the first, on the same query vector (so
+/// it must use the same embedding model), after the first decision is answered: it never delays
+/// it. For trying a candidate configuration (examples, knobs) on live traffic; its decisions
+/// are only logged.
+pub struct Shadow {
+    pub router: Arc<Router>,
+    pub policy: Policy,
 }
 
 /// The handle to the batching thread. Dropping it (and every clone of its sender) stops the
@@ -212,6 +222,25 @@ impl Batcher {
         query: Query,
         policy: Policy,
     ) -> std::result::Result<Pending, SubmitError> {
+        self.submit_with_shadow(query, policy, None)
+            .map(|(pending, _)| pending)
+    }
+
+    /// [`Batcher::submit`], and with a shadow, also the shadow's decision on the same vector
+    /// (made after the first one is answered).
+    pub fn submit_with_shadow(
+        &self,
+        query: Query,
+        policy: Policy,
+        shadow: Option<Arc<Shadow>>,
+    ) -> std::result::Result<(Pending, Option<Pending>), SubmitError> {
+        let (shadow, shadow_rx) = match shadow {
+            Some(s) => {
+                let (tx, rx) = oneshot::channel();
+                (Some((s, tx)), Some(Pending(rx)))
+            }
+            None => (None, None),
+        };
         let (reply, rx) = oneshot::channel();
         // Count before sending so the worker's decrement can never run first.
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -219,8 +248,9 @@ impl Batcher {
             query,
             policy,
             reply,
+            shadow,
         }) {
-            Ok(()) => Ok(Pending(rx)),
+            Ok(()) => Ok((Pending(rx), shadow_rx)),
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
                 Err(match e {
@@ -334,18 +364,29 @@ impl Worker {
             Err(e) => return fail_all(jobs, &e.to_string()),
         };
         let mut at = 0;
+        let mut shadows = Vec::new();
         for job in jobs {
             let n = job.query.parts.len();
             let vector = job.query.combine(&vectors[at..at + n]);
             at += n;
-            let decision = catch_unwind(AssertUnwindSafe(|| {
-                self.router.decide(&vector, &job.policy)
-            }))
-            .unwrap_or_else(|_| Err(Error::Index("the index search panicked".into())));
+            let decision = decide(&self.router, &vector, &job.policy);
             // The client may have gone away meanwhile; nothing to do then.
             let _ = job.reply.send(decision);
+            if let Some(shadow) = job.shadow {
+                shadows.push((vector, shadow));
+            }
+        }
+        // Shadows decide once every first decision of the batch is out.
+        for (vector, (shadow, reply)) in shadows {
+            let _ = reply.send(decide(&shadow.router, &vector, &shadow.policy));
         }
     }
+}
+
+/// A decision that a panic in the index turns into an error, not a dead thread.
+fn decide(router: &Router, vector: &[f32], policy: &Policy) -> Result<Decision> {
+    catch_unwind(AssertUnwindSafe(|| router.decide(vector, policy)))
+        .unwrap_or_else(|_| Err(Error::Index("the index search panicked".into())))
 }
 
 fn fail_all(jobs: Vec<Job>, message: &str) {

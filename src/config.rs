@@ -31,6 +31,21 @@ pub struct Config {
     /// The decision log (off unless `decisions` names a file).
     #[serde(default)]
     pub log: LogConfig,
+    /// A candidate configuration that decides alongside and only logs (`serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// `[shadow]`: a candidate router (its own examples and knobs, the same embedding model) that
+/// decides every routed query alongside the served one, off the request path, and writes its
+/// decisions (same ids) to their own log. Compare the two logs, or `replay`, before switching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// The candidate's config file (relative to this config's folder).
+    pub config: PathBuf,
+    /// Where the candidate's decisions go, in the decision-log format.
+    pub decisions: PathBuf,
 }
 
 /// `[log]`: where decisions are written. The log holds user prompts: keep it off, or on a
@@ -263,6 +278,10 @@ impl Config {
         config.routing.examples = resolve_path(base, &config.routing.examples);
         if let Some(log) = &config.log.decisions {
             config.log.decisions = Some(resolve_path(base, log));
+        }
+        if let Some(shadow) = &mut config.shadow {
+            shadow.config = resolve_path(base, &shadow.config);
+            shadow.decisions = resolve_path(base, &shadow.decisions);
         }
         if let Some(dir) = &config.embedding.cache_dir {
             config.embedding.cache_dir = Some(resolve_path(base, dir));

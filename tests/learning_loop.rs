@@ -463,3 +463,72 @@ async fn a_budget_lowers_the_target_and_says_so() {
     assert!(large_share < 0.9 && large_share > 0.0, "{large_share}");
     server.stop();
 }
+
+/// `[shadow]`: a candidate config decides every routed query alongside, with the same ids, into
+/// its own log; the served decisions are its own. A candidate on another embedding model is
+/// refused at start, with what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_router_decides_alongside_and_only_logs() {
+    let (dir, config, _, log) = scratch();
+    let candidate_examples = dir.path().join("candidate.jsonl");
+    let lines: Vec<String> = queries()
+        .iter()
+        .enumerate()
+        .map(|(i, q)| json!({"id": format!("c{i}"), "text": q, "tier": "small"}).to_string())
+        .collect();
+    std::fs::write(&candidate_examples, lines.join("\n")).unwrap();
+    let candidate = dir.path().join("candidate.toml");
+    std::fs::write(
+        &candidate,
+        std::fs::read_to_string(util::fixture("router.toml"))
+            .unwrap()
+            .replace(
+                "examples = \"examples.jsonl\"",
+                "examples = \"candidate.jsonl\"",
+            ),
+    )
+    .unwrap();
+    let served = std::fs::read_to_string(&config).unwrap()
+        + "\n[shadow]\nconfig = \"candidate.toml\"\ndecisions = \"logs/shadow.jsonl\"\n";
+    std::fs::write(&config, served).unwrap();
+    let server = Served::start(&config).await;
+    let hard = queries()[1].clone(); // a proof: large for the served examples
+    let (_, _, d) = server.post("/v1/route", json!({"query": hard})).await;
+    assert_eq!(d["tier"], "large", "{d:#}");
+    for q in queries().iter().skip(2).take(4) {
+        server.post("/v1/route", json!({"query": q})).await;
+    }
+    let served_log = logged(&log, 5).await;
+    let shadow_log = logged(&dir.path().join("logs/shadow.jsonl"), 5).await;
+    let ids = |log: &[model_router::decision_log::DecisionRecord]| {
+        let mut ids: Vec<String> = log.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&served_log), ids(&shadow_log), "the same ids");
+    assert!(
+        shadow_log.iter().all(|r| r.tier == "small"),
+        "{shadow_log:?}"
+    );
+    let first = shadow_log
+        .iter()
+        .find(|r| r.id == served_log[0].id)
+        .unwrap();
+    assert_eq!(first.neighbors[0].id.as_deref(), Some("c1"));
+    assert_ne!(first.examples_version, served_log[0].examples_version);
+    server.stop();
+
+    // Another embedding model: refused at start.
+    let other = std::fs::read_to_string(&candidate)
+        .unwrap()
+        .replace("sentence-transformers/all-MiniLM-L6-v2", "some/other-model");
+    std::fs::write(&candidate, other).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_model-router"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("LOOP_ROUTER_KEYS", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[shadow]") && err.contains("replay"), "{err}");
+}

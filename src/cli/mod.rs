@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use model_router::batcher::Shadow;
 use model_router::config::{Config, Overrides};
 use model_router::corpus::{
     self, outcome_examples, read_id_list, read_outcome_records, OutcomeMap, OutcomeRecord, Scale,
@@ -280,7 +281,18 @@ fn serve(config: &Config) -> Result<()> {
     let load_config = config.clone();
     model_router::server::run(
         config,
-        move || load_router(&load_config),
+        move || {
+            let router = load_router(&load_config)?;
+            let shadow = match &load_config.shadow {
+                Some(s) => Some(load_shadow(
+                    &load_config,
+                    &s.config,
+                    router.embedder().clone(),
+                )?),
+                None => None,
+            };
+            Ok((router, shadow))
+        },
         |addr| {
             // Scripts and tests read this line to find the port (`bind = "127.0.0.1:0"`).
             println!("listening on http://{addr}");
@@ -293,6 +305,32 @@ fn serve(config: &Config) -> Result<()> {
             config.server.bind,
             config.routing.examples.display()
         )
+    })
+}
+
+/// The `[shadow]` router: the candidate config's examples and knobs over the served embedder,
+/// which the candidate must name too (the shadow decides on the same query vectors).
+fn load_shadow(
+    config: &Config,
+    path: &Path,
+    embedder: Arc<dyn Embedder>,
+) -> model_router::error::Result<Shadow> {
+    let candidate = Config::load(path, &Overrides::default())?;
+    let (a, b) = (&config.embedding, &candidate.embedding);
+    if (&a.model, &a.revision, &a.sha256) != (&b.model, &b.revision, &b.sha256) {
+        return Err(Error::Config(format!(
+            "[shadow] {}: the candidate must use the served embedding model (`{}`, here `{}`), \
+             since it decides on the same query vectors; to compare models, `replay` the \
+             decision log with the candidate config",
+            path.display(),
+            a.model,
+            b.model
+        )));
+    }
+    let router = Router::from_config(&candidate, embedder, &|_, _| {})?;
+    Ok(Shadow {
+        policy: router.policy().clone(),
+        router: Arc::new(router),
     })
 }
 

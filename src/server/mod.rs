@@ -30,7 +30,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::batcher::{BatchObserver, BatchOptions, Batcher, ContextRule, Query};
+use crate::batcher::{BatchObserver, BatchOptions, Batcher, ContextRule, Query, Shadow};
 use crate::budget::Budget;
 use crate::config::{Config, LogConfig, ServerConfig};
 use crate::decision_log::{
@@ -67,6 +67,8 @@ struct Shared {
     adding: tokio::sync::Mutex<()>,
     /// The decision log, when `[log] decisions` names a file.
     log: Option<DecisionLog>,
+    /// The shadow router's decisions, when `[shadow]` is configured.
+    shadow_log: Option<DecisionLog>,
     log_settings: LogConfig,
     /// The last decisions, for feedback without a disk read.
     recent: Mutex<RecentDecisions>,
@@ -90,6 +92,8 @@ pub(crate) struct Upstream {
 pub(crate) struct Engine {
     pub router: Arc<Router>,
     pub batcher: Batcher,
+    /// `[shadow]`: the candidate router deciding alongside.
+    pub shadow: Option<Arc<Shadow>>,
 }
 
 impl AppState {
@@ -159,6 +163,15 @@ impl AppState {
             })?),
             None => None,
         };
+        let shadow_log = match &config.shadow {
+            Some(s) => Some(DecisionLog::open(LogOptions {
+                path: s.decisions.clone(),
+                max_bytes: config.log.max_bytes,
+                keep: config.log.keep,
+                capacity: config.log.queue_capacity,
+            })?),
+            None => None,
+        };
         let budget = match &config.routing.budget {
             Some(b) => {
                 let limits = config.budget_limits(&tiers, b)?;
@@ -181,6 +194,7 @@ impl AppState {
             client,
             adding: tokio::sync::Mutex::new(()),
             log,
+            shadow_log,
             log_settings: config.log.clone(),
             recent: Mutex::new(RecentDecisions::new(config.log.recent)),
             budget,
@@ -196,6 +210,11 @@ impl AppState {
     /// Makes the state ready: starts the batching thread over the router. Returns false (and
     /// changes nothing) if it was ready already.
     pub fn set_router(&self, router: Arc<Router>) -> bool {
+        self.set_routers(router, None)
+    }
+
+    /// [`AppState::set_router`] with a shadow router deciding alongside (`[shadow]`).
+    pub fn set_routers(&self, router: Arc<Router>, shadow: Option<Shadow>) -> bool {
         let s = &self.0.settings;
         let options = BatchOptions {
             max_size: s.batch_max_size,
@@ -210,6 +229,7 @@ impl AppState {
             Engine {
                 batcher: Batcher::start(router.clone(), options, Some(observer)),
                 router: router.clone(),
+                shadow: shadow.map(Arc::new),
             }
         });
         if fresh {
@@ -292,8 +312,19 @@ impl AppState {
         }
         let parts = query.parts().to_vec();
         let started = Instant::now();
-        let mut decision = engine.batcher.submit(query, policy.clone())?.await?;
+        let shadow = engine
+            .shadow
+            .clone()
+            .filter(|_| self.0.shadow_log.is_some());
+        let (pending, shadow_pending) =
+            engine
+                .batcher
+                .submit_with_shadow(query, policy.clone(), shadow.clone())?;
+        let mut decision = pending.await?;
         let took = started.elapsed();
+        if let (Some(shadow), Some(pending)) = (shadow, shadow_pending) {
+            self.log_shadow(id, endpoint, parts.clone(), shadow, pending, started);
+        }
         decision.id = Some(id.to_string());
         let tiers = self.tiers();
         let mut logged = LoggedPolicy::new(&policy, tiers);
@@ -343,6 +374,42 @@ impl AppState {
         }
         lock(&self.0.recent).insert(record);
         Ok((decision, took))
+    }
+
+    /// Logs the shadow's decision once it is made (after the request's own is answered).
+    fn log_shadow(
+        &self,
+        id: &str,
+        endpoint: &'static str,
+        parts: Vec<(String, f32)>,
+        shadow: Arc<Shadow>,
+        pending: crate::batcher::Pending,
+        started: Instant,
+    ) {
+        let state = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let Some(log) = &state.0.shadow_log else {
+                return;
+            };
+            match pending.await {
+                Ok(mut d) => {
+                    d.id = Some(id.clone());
+                    let router = &shadow.router;
+                    log.log(DecisionRecord::new(
+                        &id,
+                        endpoint,
+                        &parts,
+                        &d,
+                        LoggedPolicy::new(&shadow.policy, router.tiers()),
+                        &router.examples_version(),
+                        router.embedder().info(),
+                        started.elapsed().as_secs_f64() * 1e3,
+                    ));
+                }
+                Err(e) => tracing::warn!(error = %e, "the shadow router failed to decide"),
+            }
+        });
     }
 
     /// A decision by id: from memory, else from the decision log (on a blocking thread).
@@ -574,11 +641,11 @@ pub async fn shutdown_signal() {
 }
 
 /// `model-router serve`: binds `server.bind`, calls `listening` with the bound address, loads
-/// the router with `load` on a blocking thread (the API answers 503 `not_ready` meanwhile) and
+/// the router (and the `[shadow]` router, if any) with `load` on a blocking thread (the API answers 503 `not_ready` meanwhile) and
 /// serves until SIGTERM/Ctrl-C. A failed load stops the server with that error.
 pub fn run(
     config: &Config,
-    load: impl FnOnce() -> Result<Router> + Send + 'static,
+    load: impl FnOnce() -> Result<(Router, Option<Shadow>)> + Send + 'static,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -601,14 +668,15 @@ pub fn run(
         tokio::spawn(async move {
             let started = Instant::now();
             match tokio::task::spawn_blocking(load).await {
-                Ok(Ok(router)) => {
+                Ok(Ok((router, shadow))) => {
                     tracing::info!(
                         examples = router.len(),
                         index = router.index_kind(),
+                        shadow_examples = shadow.as_ref().map(|s| s.router.len()),
                         secs = started.elapsed().as_secs_f32(),
                         "ready"
                     );
-                    loading.set_router(Arc::new(router));
+                    loading.set_routers(Arc::new(router), shadow);
                 }
                 Ok(Err(e)) => {
                     let _ = failed_tx.send(e);
