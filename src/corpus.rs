@@ -553,14 +553,7 @@ pub fn read_outcome_records(
             }),
         }
     }
-    if errors.is_empty() {
-        Ok(records)
-    } else {
-        Err(Error::InvalidLines {
-            source_name: path.display().to_string(),
-            errors,
-        })
-    }
+    Error::unless_lines(records, path.display(), errors)
 }
 
 /// Outcome examples from records: records lacking a mapped model are skipped and counted;
@@ -589,14 +582,7 @@ pub fn outcome_examples(
             }),
         }
     }
-    if errors.is_empty() {
-        Ok((examples, skipped))
-    } else {
-        Err(Error::InvalidLines {
-            source_name: "outcome records".into(),
-            errors,
-        })
-    }
+    Error::unless_lines((examples, skipped), "outcome records", errors)
 }
 
 /// Ids listed one per line (blank lines and `#` comments ignored).

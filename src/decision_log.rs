@@ -397,14 +397,7 @@ pub fn read_decisions(path: &Path) -> Result<Vec<DecisionRecord>> {
             }),
         }
     }
-    if errors.is_empty() {
-        Ok(records)
-    } else {
-        Err(Error::InvalidLines {
-            source_name: path.display().to_string(),
-            errors,
-        })
-    }
+    Error::unless_lines(records, path.display(), errors)
 }
 
 /// Looks a decision up by id in a log and its rotated files, newest first. Lines that do not

@@ -92,6 +92,23 @@ fn join_lines(errors: &[LineError]) -> String {
 }
 
 impl Error {
+    /// `Ok(value)` when no line was bad, else every bad line of `source_name` as one
+    /// [`Error::InvalidLines`]: the shared ending of every line-by-line reader.
+    pub fn unless_lines<T>(
+        value: T,
+        source_name: impl fmt::Display,
+        errors: Vec<LineError>,
+    ) -> Result<T> {
+        if errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(Error::InvalidLines {
+                source_name: source_name.to_string(),
+                errors,
+            })
+        }
+    }
+
     /// Wraps an I/O error with what was being done, e.g. "reading data/examples.jsonl".
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -138,6 +138,7 @@ fn ingest_appends_valid_examples_which_then_route() {
 
 #[test]
 fn batch_route_writes_one_line_per_query() {
+    batch_route_with_decision_records();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let output = dir.path().join("out.jsonl");
@@ -168,7 +169,8 @@ fn batch_route_writes_one_line_per_query() {
         .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["id"], 7);
-    assert!(lines[1]["id"].is_null());
+    // A line without an id gets one, unique to the run.
+    assert!(lines[1]["id"].as_str().unwrap().starts_with("route-"));
     assert_eq!(lines[2]["id"], "q3");
     assert_eq!(
         lines
@@ -291,4 +293,42 @@ fn calibrate_finds_the_target_for_a_share() {
             stderr(&out)
         );
     }
+}
+
+/// `route --decisions` writes decision records whose ids match the output's.
+fn batch_route_with_decision_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let log = dir.path().join("d.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 7, \"prompt\": \"hey, how's it going?\"}\n{\"text\": \"Prove that every group of prime order p is cyclic.\"}\n",
+    )
+    .unwrap();
+    let (i, o, l) = (
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        log.to_str().unwrap(),
+    );
+    let out = run(&["route", "--input", i, "--output", o, "--decisions", l]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = model_router::decision_log::read_decisions(&log).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].id, "7");
+    assert_eq!(records[1].id, lines[1]["id"].as_str().unwrap());
+    assert_eq!(records[1].tier, "large");
+    assert_eq!(records[1].endpoint, "cli");
+    assert_eq!(
+        records[1].query,
+        "Prove that every group of prime order p is cyclic."
+    );
+    // --decisions needs a batch.
+    let out = run(&["route", "hello", "--decisions", l]);
+    assert!(!out.status.success());
 }

@@ -4,9 +4,8 @@
 //! kept, then join a judge's batch offline with `model-router feedback` and re-decide the log
 //! with `model-router replay` under a candidate config.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use model_router::corpus::{read_examples, Label};
@@ -72,27 +71,8 @@ struct Served {
 impl Served {
     /// Starts `model-router serve` and waits until it is ready.
     async fn start(config: &Path) -> Served {
-        let mut args = vec!["--config", config.to_str().unwrap(), "serve"];
-        let device = util::device();
-        if let Some(d) = &device {
-            args.extend(["--device", d.as_str()]);
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_model-router"))
-            .args(&args)
-            .env("LOOP_ROUTER_KEYS", KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        // `ROUTER_DEVICE` reaches the binary through the environment, as for the CLI tests.
+        let (child, url) = util::spawn_serve(config, &[("LOOP_ROUTER_KEYS", KEY)]);
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -389,15 +369,22 @@ async fn decisions_feedback_restart_and_replay() {
     replay_checks(dir.path(), &config, &log);
 }
 
-/// Replays the log under a candidate config and checks the matrix.
-fn replay_checks(dir: &Path, config: &Path, log: &Path) {
-    let candidate_examples = dir.join("candidate.jsonl");
+/// A candidate examples file, `candidate.jsonl` in `dir`: every query of [`queries`] labeled
+/// `small` (ids `c0`, `c1`, …), so each is its own nearest example.
+fn write_candidate_examples(dir: &Path) -> PathBuf {
+    let path = dir.join("candidate.jsonl");
     let lines: Vec<String> = queries()
         .iter()
         .enumerate()
         .map(|(i, q)| json!({"id": format!("c{i}"), "text": q, "tier": "small"}).to_string())
         .collect();
-    std::fs::write(&candidate_examples, lines.join("\n")).unwrap();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+/// Replays the log under a candidate config and checks the matrix.
+fn replay_checks(dir: &Path, config: &Path, log: &Path) {
+    let candidate_examples = write_candidate_examples(dir);
     let out = util::run_with(
         config,
         &[
@@ -470,13 +457,7 @@ async fn a_budget_lowers_the_target_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_router_decides_alongside_and_only_logs() {
     let (dir, config, _, log) = scratch();
-    let candidate_examples = dir.path().join("candidate.jsonl");
-    let lines: Vec<String> = queries()
-        .iter()
-        .enumerate()
-        .map(|(i, q)| json!({"id": format!("c{i}"), "text": q, "tier": "small"}).to_string())
-        .collect();
-    std::fs::write(&candidate_examples, lines.join("\n")).unwrap();
+    write_candidate_examples(dir.path());
     let candidate = dir.path().join("candidate.toml");
     std::fs::write(
         &candidate,

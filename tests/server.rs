@@ -4,7 +4,6 @@
 //! shutdown mid-stream in-process and through the binary on SIGTERM. The upstream is the
 //! local fake of `server_upstream.rs`; the model is the real one, loaded once.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -1084,24 +1083,13 @@ async fn graceful_shutdown_finishes_a_stream_in_flight() {
 
 /// Starts the binary's `serve` with a config file; returns the child and its address.
 fn spawn_binary(config: &Path) -> (std::process::Child, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_model-router"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .env("TEST_ROUTER_KEYS", ROUTER_KEY)
-        .env("TEST_UPSTREAM_KEY", UPSTREAM_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
+    util::spawn_serve(
+        config,
+        &[
+            ("TEST_ROUTER_KEYS", ROUTER_KEY),
+            ("TEST_UPSTREAM_KEY", UPSTREAM_KEY),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

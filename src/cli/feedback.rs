@@ -43,14 +43,7 @@ pub fn run(config: &Config, args: &FeedbackArgs) -> Result<()> {
                 }),
             }
         }
-        if errors.is_empty() {
-            Ok(counts)
-        } else {
-            Err(Error::InvalidLines {
-                source_name: args.file.display().to_string(),
-                errors,
-            })
-        }
+        Error::unless_lines(counts, args.file.display(), errors)
     })
     .with_context(|| format!("adding feedback to {}", target.display()))?;
     let n = |a: Applied| counts.get(a.as_str()).copied().unwrap_or(0);
@@ -101,13 +94,7 @@ fn read_feedback<'a>(
             }),
         }
     }
-    if !errors.is_empty() {
-        return Err(Error::InvalidLines {
-            source_name: path.display().to_string(),
-            errors,
-        }
-        .into());
-    }
+    let joined = Error::unless_lines(joined, path.display(), errors)?;
     if joined.is_empty() {
         anyhow::bail!("{} holds no feedback", path.display());
     }

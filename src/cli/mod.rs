@@ -393,14 +393,7 @@ pub(crate) fn read_queries(path: &Path) -> Result<Vec<Query>> {
             });
         }
     }
-    if !errors.is_empty() {
-        return Err(Error::InvalidLines {
-            source_name: path.display().to_string(),
-            errors,
-        }
-        .into());
-    }
-    Ok(queries)
+    Ok(Error::unless_lines(queries, path.display(), errors)?)
 }
 
 fn route_file(config: &Config, input: &Path, output: &Path, log: Option<&Path>) -> Result<()> {
