@@ -352,15 +352,20 @@ impl ExampleSet {
     }
 }
 
-/// The one way an examples file changes: reads and validates it (a missing file is an empty
-/// set), lets `change` add or replace examples, and if anything changed writes the whole file
-/// atomically ([`write_atomic`]): a crash leaves the old file or the new one, never half. An
-/// error from `change` writes nothing.
+/// The one way an examples file changes: takes the file's lock, reads and validates it (a
+/// missing file is an empty set), lets `change` add or replace examples, and if anything
+/// changed writes the whole file atomically ([`write_atomic`]): a crash leaves the old file or
+/// the new one, never half. An error from `change` writes nothing.
+///
+/// The lock is an advisory `flock` on `<file>.lock` beside it, held from the read to the
+/// rename, so that writers in several processes (an `ingest` while the server adds feedback)
+/// never lose each other's lines: each reads what the previous one renamed into place.
 pub fn update_examples<T>(
     path: &Path,
     tiers: &Tiers,
     change: impl FnOnce(&mut ExampleSet) -> Result<T>,
 ) -> Result<T> {
+    let _locked = lock_beside(path)?;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -375,7 +380,28 @@ pub fn update_examples<T>(
     Ok(result)
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
+/// An exclusive advisory lock on `<path>.lock`, released when the returned file is dropped.
+fn lock_beside(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(format!("opening the lock {}", lock_path.display()), e))?;
+    file.lock()
+        .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
+    Ok(file)
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename. The new file keeps
+/// the old one's permissions (a temporary file is created private).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -389,6 +415,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| Error::io(context("writing"), e))?;
+    if let Ok(old) = std::fs::metadata(path) {
+        tmp.as_file()
+            .set_permissions(old.permissions())
+            .map_err(|e| Error::io(context("keeping the permissions of"), e))?;
+    }
     tmp.persist(path)
         .map_err(|e| Error::io(context("replacing"), e.error))?;
     Ok(())
@@ -685,11 +716,52 @@ mod tests {
             text.starts_with("{\"text\":\"first\",\"tier\":\"small\"}\n"),
             "{text}"
         );
-        // Only the target file is left behind: no temporary files.
-        assert_eq!(
-            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
-            1
-        );
+        // Only the target file and its lock are left behind: no temporary files.
+        let mut names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["examples.jsonl", "examples.jsonl.lock"]);
+    }
+
+    /// Writers in parallel (threads here; processes hold the same flock) lose nothing.
+    #[test]
+    fn concurrent_updates_keep_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("examples.jsonl");
+        std::thread::scope(|scope| {
+            for w in 0..4 {
+                let path = &path;
+                scope.spawn(move || {
+                    for i in 0..25 {
+                        let line =
+                            format!(r#"{{"id":"w{w}-{i}","text":"t {w} {i}","tier":"small"}}"#);
+                        update_examples(path, &tiers(), |set| {
+                            set.add_lines(&line, "test", &HashSet::new())
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(read_examples(&path, &tiers()).unwrap().len(), 100);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn rewriting_keeps_the_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("examples.jsonl");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        update_examples(&path, &tiers(), |set| {
+            set.add_lines(r#"{"text":"x","tier":"small"}"#, "t", &HashSet::new())
+        })
+        .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]
