@@ -451,11 +451,7 @@ impl RecentDecisions {
         if self.capacity == 0 {
             return;
         }
-        if self
-            .by_id
-            .insert(record.id.clone(), record.clone())
-            .is_none()
-        {
+        if self.by_id.insert(record.id.clone(), record.clone()).is_none() {
             self.order.push_back(record.id.clone());
         }
         while self.order.len() > self.capacity {

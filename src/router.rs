@@ -222,10 +222,7 @@ impl Router {
             state.group.push(group);
         }
         for e in &examples {
-            state.hash = fnv1a(
-                state.hash,
-                &serde_json::to_vec(e).expect("examples serialize"),
-            );
+            state.hash = fnv1a(state.hash, &serde_json::to_vec(e).expect("examples serialize"));
         }
         state.examples.extend(examples);
         state.quality.extend(quality);
