@@ -180,7 +180,7 @@ struct Candidate<'a> {
 impl Candidate<'_> {
     /// Priority order: out of distribution (most remote first), then smallest margin, then
     /// lowest confidence, then id, so the queue does not depend on the log's order.
-    fn cmp(&self, other: &Self) -> Ordering {
+    fn priority(&self, other: &Self) -> Ordering {
         let class = |c: &Self| c.why == Why::Margin;
         class(self)
             .cmp(&class(other))
@@ -236,7 +236,7 @@ fn candidates<'a>(
             seen: 1,
         });
     }
-    all.sort_by(Candidate::cmp);
+    all.sort_by(Candidate::priority);
     // Exact repeats collapse into their highest-priority decision.
     let mut first: HashMap<&str, usize> = HashMap::new();
     let mut distinct: Vec<Candidate> = Vec::new();
@@ -292,7 +292,7 @@ pub fn label_queue(
         }
     }
     let mut ids: HashSet<String> = HashSet::new();
-    let items = picked
+    let items: Vec<QueueItem> = picked
         .into_iter()
         .map(|(c, _)| {
             match c.why {

@@ -597,7 +597,7 @@ mod tests {
         let queries: Vec<(Query, crate::vote::Policy)> = chats
             .iter()
             .map(|turns| {
-                let q = Query::conversation(turns, rule).unwrap();
+                let q = Query::conversation(&turns[..], rule).unwrap();
                 (q, router.policy().clone())
             })
             .collect();

@@ -48,7 +48,7 @@ fn write_log(path: &Path) -> Vec<DecisionRecord> {
     let queries: Vec<(Query, _)> = traffic()
         .iter()
         .map(|turns| {
-            let q = Query::conversation(turns, rule).unwrap();
+            let q = Query::conversation(&turns[..], rule).unwrap();
             (q, router.policy().clone())
         })
         .collect();
