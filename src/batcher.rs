@@ -122,6 +122,23 @@ impl Query {
         }
         sum.iter().map(|x| x / norm).collect()
     }
+
+    /// A query from texts and weights as [`Query::parts`] gives them (latest turn first, e.g.
+    /// from a decision record), so a replay blends the turns exactly as the logged decision
+    /// did. Texts are trimmed; an empty one is refused. Weights are taken as given.
+    pub fn from_parts(parts: Vec<(String, f32)>) -> Result<Query> {
+        if parts.is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        let parts = parts
+            .into_iter()
+            .map(|(t, w)| match t.trim() {
+                "" => Err(Error::EmptyQuery),
+                trimmed => Ok((trimmed.to_string(), w)),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Query { parts })
+    }
 }
 
 /// Why a job was not queued.
@@ -393,6 +410,34 @@ fn fail_all(jobs: Vec<Job>, message: &str) {
     for job in jobs {
         let _ = job.reply.send(Err(Error::Embed(message.to_string())));
     }
+}
+
+/// Routes queries on the calling thread, without the batching thread: every part of every
+/// query is embedded in one call, then each query is decided with its own policy. For tools
+/// that re-decide many queries at once (`replay`); the server goes through [`Batcher`].
+pub fn route_queries(router: &Router, queries: &[(Query, Policy)]) -> Result<Vec<Decision>> {
+    let texts: Vec<&str> = queries
+        .iter()
+        .flat_map(|(q, _)| q.parts.iter().map(|(t, _)| t.as_str()))
+        .collect();
+    let vectors = router.embedder().embed(&texts)?;
+    if vectors.len() != texts.len() {
+        return Err(Error::Embed(format!(
+            "the embedder returned {} vectors for {} texts",
+            vectors.len(),
+            texts.len()
+        )));
+    }
+    let mut at = 0;
+    queries
+        .iter()
+        .map(|(query, policy)| {
+            let n = query.parts.len();
+            let vector = query.combine(&vectors[at..at + n]);
+            at += n;
+            router.decide(&vector, policy)
+        })
+        .collect()
 }
 
 #[cfg(test)]

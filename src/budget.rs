@@ -160,6 +160,20 @@ pub fn calibrate(
     }
 }
 
+/// The tiers a live [`Budget`] would choose for a stream of scored queries, in order: each
+/// query decided at the target in effect, then observed. What `serve` does, replayed offline
+/// (e.g. to measure how closely the share is held on a shuffled held-out stream).
+pub fn simulate(stream: &[Scored], mut budget: Budget) -> Vec<usize> {
+    stream
+        .iter()
+        .map(|s| {
+            let tier = tier_at(s, budget.target(), budget.fallback);
+            budget.observe(&s.quality, s.basis, tier);
+            tier
+        })
+        .collect()
+}
+
 /// The live controller: a rolling window of needs per limit and of the tiers chosen.
 #[derive(Debug, Clone)]
 pub struct Budget {

@@ -489,6 +489,135 @@ impl RecentDecisions {
     }
 }
 
+impl DecisionRecord {
+    /// The embedded texts with their weights as `Query::parts` gives them: the query first
+    /// (weight 1), then the context turns, most recent first, with their logged weights.
+    pub fn parts(&self) -> Vec<(String, f32)> {
+        std::iter::once((self.query.clone(), 1.0))
+            .chain(self.context.iter().map(|c| (c.text.clone(), c.weight)))
+            .collect()
+    }
+
+    /// Checks what tools that re-read the log rely on (`label-queue`, `replay`): a non-empty
+    /// id, query, tier and context turns, and finite numbers (weights also `>= 0`). `Err` holds
+    /// every problem found, joined.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let mut problems = Vec::new();
+        for (field, value) in [
+            ("id", &self.id),
+            ("query", &self.query),
+            ("tier", &self.tier),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("`{field}` is empty"));
+            }
+        }
+        for (i, turn) in self.context.iter().enumerate() {
+            if turn.text.trim().is_empty() {
+                problems.push(format!("context turn #{} is empty", i + 1));
+            }
+            if !(turn.weight.is_finite() && turn.weight >= 0.0) {
+                problems.push(format!(
+                    "context turn #{} has weight {}, expected a finite number >= 0",
+                    i + 1,
+                    turn.weight
+                ));
+            }
+        }
+        if !self.confidence.is_finite() {
+            problems.push(format!("`confidence` is {}", self.confidence));
+        }
+        for (tier, q) in &self.quality {
+            if !q.is_finite() {
+                problems.push(format!("quality of `{tier}` is {q}"));
+            }
+        }
+        if !self.policy.quality_target.is_finite() {
+            problems.push(format!(
+                "`policy.quality_target` is {}",
+                self.policy.quality_target
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Reads decision logs (e.g. a log and its rotated files) for tools that re-read them: like
+/// [`read_decisions`], and every record must also pass [`DecisionRecord::check`]. Every bad
+/// line of a file is reported with its number; the first file with bad lines fails the read.
+pub fn read_checked_decisions(paths: &[PathBuf]) -> Result<Vec<DecisionRecord>> {
+    let mut records = Vec::new();
+    for path in paths {
+        let file = File::open(path)
+            .map_err(|e| Error::io(format!("reading decisions {}", path.display()), e))?;
+        let mut errors = Vec::new();
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let line =
+                line.map_err(|e| Error::io(format!("reading decisions {}", path.display()), e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let checked = serde_json::from_str::<DecisionRecord>(&line)
+                .map_err(|e| format!("not a decision record: {e}"))
+                .and_then(|r| r.check().map(|()| r));
+            match checked {
+                Ok(r) => records.push(r),
+                Err(message) => errors.push(LineError {
+                    line: i + 1,
+                    message,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::InvalidLines {
+                source_name: path.display().to_string(),
+                errors,
+            });
+        }
+    }
+    Ok(records)
+}
+
+/// A plain record for tests of tools that read the log: one query, no context, the given
+/// tier, quality 1 for it, neighbours basis, default policy knobs. Tests change fields as they
+/// need.
+#[cfg(test)]
+pub(crate) fn test_record(id: &str, query: &str, tier: &str) -> DecisionRecord {
+    DecisionRecord {
+        id: id.into(),
+        time: rfc3339(UNIX_EPOCH),
+        endpoint: "route".into(),
+        query: query.into(),
+        context: Vec::new(),
+        tier: tier.into(),
+        model: format!("model-{tier}"),
+        confidence: 1.0,
+        quality: [(tier.to_string(), 1.0)].into(),
+        basis: Basis::Neighbors,
+        reason: String::new(),
+        neighbors: Vec::new(),
+        policy: LoggedPolicy {
+            k: 10,
+            temperature: 0.05,
+            quality_target: 0.9,
+            min_similarity: 0.35,
+            fallback_tier: "large".into(),
+            category_baseline: false,
+            configured_quality_target: None,
+        },
+        examples_version: "0-0".into(),
+        embedder: LoggedEmbedder {
+            model: "words".into(),
+            sha256: "0".repeat(64),
+        },
+        route_ms: 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,9 @@
 //!    hf-hub appear.
 //! 3. [`router`]: embedder + index + examples + policy. [`batcher`]: concurrent queries
 //!    share one embedding forward pass on a dedicated thread, behind a bounded queue.
+//!    [`label_queue`]: the logged queries most worth labeling (out of distribution, then the
+//!    smallest vote margins, kept diverse). [`replay`]: logged queries re-decided under a
+//!    candidate configuration (agreement, tier matrix, shares, cost, the most changed).
 //! 4. [`server`]: the HTTP API (routing, OpenAI-compatible forwarding with streaming, live
 //!    examples, health, Prometheus metrics). The only place axum, reqwest and tokio appear.
 //!
@@ -44,6 +47,8 @@ pub mod error;
 pub mod eval;
 pub mod feedback;
 pub mod index;
+pub mod label_queue;
+pub mod replay;
 pub mod router;
 pub mod server;
 pub mod smooth;

@@ -8,6 +8,7 @@ mod default_set;
 mod embedding;
 mod eval_data;
 mod learning_loop;
+mod loop_cli;
 mod server;
 mod server_upstream;
 mod util;

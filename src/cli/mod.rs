@@ -1,6 +1,9 @@
 //! The command line: parse flags into a typed config, run one command, print results on
 //! stdout and progress and errors on stderr.
 
+mod label_queue;
+mod replay;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,12 @@ pub enum Command {
     /// Route held-out outcome records, sweep the cost-quality knob, print metrics as JSON
     /// and write a cost-quality plot.
     Eval(EvalArgs),
+    /// Pick the logged queries most worth labeling (out of distribution, then the smallest
+    /// vote margins, kept diverse) and write them as examples with an empty tier.
+    LabelQueue(label_queue::LabelQueueArgs),
+    /// Re-decide a decision log under this configuration and print what would change as JSON:
+    /// agreement, tier matrix, shares, cost per 1,000 requests, the most changed decisions.
+    Replay(replay::ReplayArgs),
     /// Print one JSON embedding vector per text.
     Embed {
         /// Texts to embed.
@@ -222,6 +231,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval(&config, &args),
         Command::Feedback(args) => feedback::run(&config, &args),
         Command::Calibrate(args) => calibrate::run(&config, &args),
+        Command::LabelQueue(args) => label_queue::run(&config, &args),
+        Command::Replay(args) => replay::run(&config, &args),
         Command::Embed { texts } => embed_texts(&config, &texts),
         Command::Model {
             action: ModelAction::Fetch,
