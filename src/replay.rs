@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 
 use crate::batcher::{route_queries, Query};
+use crate::budget::{held, tier_at, Budget, Limit, Scored};
 use crate::decision_log::{DecisionRecord, LoggedEmbedder, LoggedNeighbor, LoggedPolicy};
 use crate::error::Result;
 use crate::router::{Decision, Router};
@@ -238,6 +239,76 @@ pub struct ReplayReport<'a> {
     /// The `top` most changed decisions: largest tier jumps first, then the candidate's least
     /// confident.
     pub most_changed: Vec<Change<'a>>,
+    /// The candidate's budget, when it has one (see [`apply_budget`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetReplay>,
+}
+
+/// How a budget held on the replayed stream, per limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetHeld {
+    /// The tier the limit counts from (it and every tier above it).
+    pub tier: String,
+    pub limit: f32,
+    /// Share of the records after the first window that went to the tier or above.
+    pub share_after_first_window: Option<f64>,
+    /// The largest distance of the rolling window's share from the limit, after the first
+    /// window.
+    pub max_rolling_deviation: Option<f64>,
+}
+
+/// The candidate's `[routing.budget]`, run live over the records in log order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetReplay {
+    pub window: usize,
+    pub limits: Vec<BudgetHeld>,
+    /// The quality target in effect after the last record.
+    pub final_quality_target: f32,
+}
+
+/// Runs a budget over the re-decisions in log order, as `serve` would have (each decided at the
+/// target in effect, then observed), and changes their tiers accordingly. Call before
+/// [`report`], which then shows the budgeted decisions.
+pub fn apply_budget(
+    redecisions: &mut [Redecision],
+    mut budget: Budget,
+    tiers: &Tiers,
+) -> BudgetReplay {
+    let window = budget.window();
+    let limits: Vec<Limit> = budget.limits().to_vec();
+    let mut chosen = Vec::with_capacity(redecisions.len());
+    for r in redecisions.iter_mut() {
+        let quality: Vec<Option<f32>> = tiers
+            .iter()
+            .map(|t| r.decision.quality.get(&t.name))
+            .collect();
+        let scored = Scored {
+            quality,
+            basis: r.decision.basis,
+        };
+        let tier = tier_at(&scored, budget.target(), budget.fallback());
+        budget.observe(&scored.quality, scored.basis, tier);
+        r.decision.tier = tiers[tier].name.clone();
+        r.decision.model = tiers[tier].model.clone();
+        chosen.push(tier);
+    }
+    let per_limit = limits
+        .iter()
+        .map(|&l| {
+            let h = held(&chosen, l, window);
+            BudgetHeld {
+                tier: tiers[l.tier].name.clone(),
+                limit: l.share,
+                share_after_first_window: h.share_after_first_window,
+                max_rolling_deviation: h.max_rolling_deviation,
+            }
+        })
+        .collect();
+    BudgetReplay {
+        window,
+        limits: per_limit,
+        final_quality_target: budget.target(),
+    }
 }
 
 /// Sums up a replay. `tiers` is the candidate's ladder (order and prices).
@@ -304,6 +375,7 @@ pub fn report<'a>(
         candidate,
         logged: logged_summary(redecisions, candidate),
         most_changed: most_changed(redecisions, tiers, options.top),
+        budget: None,
     }
 }
 
@@ -652,5 +724,57 @@ mod tests {
         assert_eq!(*r.matrix.get("large").unwrap().get("small").unwrap(), 1);
         assert_eq!(r.most_changed[0].id, "r1");
         assert_eq!(r.logged.same_examples, 0);
+    }
+
+    #[test]
+    fn a_budget_replayed_in_log_order_holds_its_share() {
+        // Two tiers; every query's need for `large` (Q(small)/Q(large)) spread evenly over
+        // [0, 1) in a scrambled order. The configured target 0.9 would send ~90% to large; the
+        // budget holds 30% after its first window.
+        let tiers = test_tiers(&["small", "large"]);
+        let n = 3000;
+        let records: Vec<DecisionRecord> = (0..n)
+            .map(|i| test_record(&format!("r{i}"), "q", "large"))
+            .collect();
+        let mut redecisions: Vec<Redecision> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let need = ((i * 7919) % n) as f32 / n as f32;
+                let mut d = decision("large", 1.0);
+                d.quality = TierScores(vec![("small".into(), need), ("large".into(), 1.0)]);
+                Redecision {
+                    record: r,
+                    decision: d,
+                    input_tokens: 10,
+                    truncated_turns: 0,
+                }
+            })
+            .collect();
+        let limits = vec![Limit {
+            tier: 1,
+            share: 0.3,
+        }];
+        let held = apply_budget(
+            &mut redecisions,
+            Budget::new(limits, 500, 0.9, &tiers),
+            &tiers,
+        );
+        assert_eq!(held.window, 500);
+        let l = &held.limits[0];
+        assert_eq!((l.tier.as_str(), l.limit), ("large", 0.3));
+        let share = l.share_after_first_window.unwrap();
+        assert!((share - 0.3).abs() < 0.02, "{held:?}");
+        assert!(l.max_rolling_deviation.unwrap() < 0.05, "{held:?}");
+        assert!((held.final_quality_target - 0.3).abs() < 0.05, "{held:?}");
+        // The decisions themselves moved: the budget's tiers, with their models.
+        let large = redecisions
+            .iter()
+            .filter(|r| r.decision.tier == "large")
+            .count();
+        assert!(large < n / 2, "{large}");
+        assert!(redecisions
+            .iter()
+            .all(|r| r.decision.model == format!("model-{}", r.decision.tier)));
     }
 }

@@ -1,5 +1,6 @@
 //! `replay`: re-decide a decision log under the candidate configuration (the global
-//! `--config`, `--examples`, `--model`) and print what would change as JSON. The arithmetic is
+//! `--config`, `--examples`, `--model`; with its `[routing.budget]` run over the log in order)
+//! and print what would change as JSON. The arithmetic is
 //! `model_router::replay`'s; this file reads the log, builds the router and prints.
 
 use std::path::PathBuf;
@@ -7,9 +8,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use model_router::budget::Budget;
 use model_router::config::Config;
 use model_router::decision_log::read_checked_decisions;
-use model_router::replay::{redecide, report, CandidateInfo, ReplayOptions};
+use model_router::replay::{apply_budget, redecide, report, CandidateInfo, ReplayOptions};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -43,14 +45,28 @@ pub fn run(config: &Config, args: &ReplayArgs) -> Result<()> {
         logged_quality_target: args.logged_quality_target,
     };
     let bar = super::progress_bar("replaying");
-    let redecided = redecide(&router, &records, &options, &|done, total| {
+    let mut redecided = redecide(&router, &records, &options, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
     .with_context(|| format!("replaying {}", names(&args.decisions)))?;
     bar.finish_and_clear();
+    // The candidate's budget, run over the log in order as `serve` would (not with
+    // --logged-quality-target, which replays each record's own target).
+    let budget = match &config.routing.budget {
+        Some(b) if !args.logged_quality_target => {
+            let tiers = router.tiers();
+            let policy = router.policy();
+            let limits = config.budget_limits(tiers, b)?;
+            let live = Budget::new(limits, b.window, policy.quality_target, tiers)
+                .with_fallback(policy.fallback_tier);
+            Some(apply_budget(&mut redecided, live, tiers))
+        }
+        _ => None,
+    };
     let candidate = CandidateInfo::of(&router);
-    let report = report(&redecided, router.tiers(), &candidate, &options);
+    let mut report = report(&redecided, router.tiers(), &candidate, &options);
+    report.budget = budget;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!(
         "replayed {} decisions: agreement {:.3}, {} changed; cost per 1,000 requests {:.4} -> \
