@@ -19,23 +19,32 @@
 //!
 //! Modules only import from modules above them in this list:
 //!
-//! 1. [`error`], [`tier`], [`corpus`], [`smooth`], [`vote`], [`index`], [`config`]: pure,
-//!    synchronous building blocks: the error type, the tier ladder, the labeled-example format,
-//!    outcome smoothing (a Rasch model over many models' outcomes), the vote,
-//!    exact and HNSW nearest-neighbour search (the only place hnsw_rs appears), the config.
+//! 1. [`error`], [`tier`], [`corpus`], [`smooth`], [`vote`], [`budget`], [`index`], [`config`]:
+//!    pure, synchronous building blocks: the error type, the tier ladder, the labeled-example
+//!    format and its one locked update path, outcome smoothing (a Rasch model over many
+//!    models' outcomes), the vote, the cost budget (a share limit held by moving the quality
+//!    target), exact and HNSW nearest-neighbour search (the only place hnsw_rs appears), the
+//!    config.
 //! 2. [`embed`]: the `Embedder` trait, the candle BERT model, model resolution and
 //!    verification, device choice, the embedding cache, and the CPU kernels
-//!    (`embed/kernels.rs`: packed-weight linear, attention, layer norm, GELU). The only place candle, tokenizers and
-//!    hf-hub appear.
+//!    (`embed/kernels.rs`: packed-weight linear, attention, layer norm, GELU). The only place
+//!    candle, tokenizers and hf-hub appear.
 //! 3. [`router`]: embedder + index + examples + policy. [`batcher`]: concurrent queries
 //!    share one embedding forward pass on a dedicated thread, behind a bounded queue.
-//!    [`label_queue`]: the logged queries most worth labeling (out of distribution, then the
-//!    smallest vote margins, kept diverse). [`replay`]: logged queries re-decided under a
-//!    candidate configuration (agreement, tier matrix, shares, cost, the most changed).
+//!    [`decision_log`]: one JSON line per decision, written off the request path by a writer
+//!    thread, with rotation. [`feedback`]: a logged decision plus outcomes becomes an `fb-`
+//!    example. [`label_queue`]: the logged queries most worth labeling (out of distribution,
+//!    then the smallest vote margins, kept diverse). [`replay`]: logged queries re-decided
+//!    under a candidate configuration (agreement, tier matrix, shares, cost, the most
+//!    changed, a candidate budget). [`eval`]: measurement on outcome data (`eval/metrics.rs`,
+//!    `plot.rs`, `cv.rs`, `learning.rs` the learning curve, `stream.rs` a budget on a live
+//!    stream, `loo.rs`), all from one `eval::Setup`.
 //! 4. [`server`]: the HTTP API (routing, OpenAI-compatible forwarding with streaming, live
-//!    examples, health, Prometheus metrics). The only place axum, reqwest and tokio appear.
+//!    examples, feedback, health, Prometheus metrics). The only place axum, reqwest and tokio
+//!    appear.
 //!
-//! The binary (`src/main.rs`, `src/cli.rs`) is the only user of clap and anyhow.
+//! The binary (`src/main.rs`, `src/cli/`) is the only user of clap and anyhow; it parses
+//! flags, calls the library and prints.
 
 pub mod batcher;
 pub mod budget;

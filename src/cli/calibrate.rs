@@ -9,6 +9,7 @@ use clap::Args;
 
 use model_router::budget::{calibrate, Limit, Scored};
 use model_router::config::Config;
+use model_router::tier::Tiers;
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
@@ -20,24 +21,30 @@ pub struct CalibrateArgs {
     pub shares: Vec<String>,
 }
 
+/// `TIER=SHARE` as a budget limit; `flag` names the option in errors.
+pub(super) fn parse_limit(spec: &str, tiers: &Tiers, flag: &str) -> Result<Limit> {
+    let (tier, share) = spec
+        .split_once('=')
+        .with_context(|| format!("{flag} `{spec}`: expected TIER=SHARE, e.g. large=0.30"))?;
+    let share: f32 = share
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s| (0.0..=1.0).contains(s))
+        .with_context(|| format!("{flag} `{spec}`: the share must be a number in [0, 1]"))?;
+    Ok(Limit {
+        tier: tiers.require(tier.trim())?,
+        share,
+    })
+}
+
 pub fn run(config: &Config, args: &CalibrateArgs) -> Result<()> {
     let tiers = config.tiers()?;
-    let mut limits = Vec::new();
-    for spec in &args.shares {
-        let (tier, share) = spec
-            .split_once('=')
-            .with_context(|| format!("--share `{spec}`: expected TIER=SHARE, e.g. large=0.30"))?;
-        let share: f32 = share
-            .trim()
-            .parse()
-            .ok()
-            .filter(|s| (0.0..=1.0).contains(s))
-            .with_context(|| format!("--share `{spec}`: the share must be a number in [0, 1]"))?;
-        limits.push(Limit {
-            tier: tiers.require(tier.trim())?,
-            share,
-        });
-    }
+    let limits = args
+        .shares
+        .iter()
+        .map(|spec| parse_limit(spec, &tiers, "--share"))
+        .collect::<Result<Vec<_>>>()?;
     let queries = super::read_queries(&args.input)?;
     if queries.is_empty() {
         bail!("{} holds no prompts", args.input.display());

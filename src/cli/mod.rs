@@ -22,14 +22,11 @@ use model_router::corpus::{
 use model_router::decision_log::{DecisionRecord, LoggedPolicy};
 use model_router::embed::{self, source, Embedder, ModelSpec};
 use model_router::error::{Error, LineError};
-use model_router::eval::{cross_validate, evaluate, items_from_records, report, Folds};
-use model_router::index::{HnswParams, IndexKind};
 use model_router::router::Router;
-use model_router::router::RouterOptions;
 use model_router::smooth::Smooth;
-use model_router::vote::Policy;
 
 mod calibrate;
+mod eval;
 mod feedback;
 
 /// Routes each LLM request to the cheapest model tier that answers it well.
@@ -80,7 +77,7 @@ pub enum Command {
     Feedback(feedback::FeedbackArgs),
     /// Route held-out outcome records, sweep the cost-quality knob, print metrics as JSON
     /// and write a cost-quality plot.
-    Eval(EvalArgs),
+    Eval(eval::EvalArgs),
     /// Pick the logged queries most worth labeling (out of distribution, then the smallest
     /// vote margins, kept diverse) and write them as examples with an empty tier.
     LabelQueue(label_queue::LabelQueueArgs),
@@ -158,41 +155,6 @@ pub struct OutcomeArgs {
     pub ids: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// Held-out outcome records (JSONL); several files may be given.
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-    #[command(flatten)]
-    pub mapping: OutcomeArgs,
-    /// Instead of routing FILES against --examples, cross-validate on them: `N` folds by
-    /// prompt-text hash, or `group`: leave one benchmark (one MMLU subject) out at a time, a
-    /// stand-in for out-of-domain traffic. For tuning on a seed split.
-    #[arg(long, value_name = "N|group")]
-    pub cv: Option<Folds>,
-    /// Neighbour counts to try, comma-separated (default: the config's k).
-    #[arg(long, value_delimiter = ',')]
-    pub k: Vec<usize>,
-    /// Softmax temperatures to try, comma-separated (default: the config's).
-    #[arg(long, value_delimiter = ',')]
-    pub temperature: Vec<f32>,
-    /// Category baseline settings to try, comma-separated: `false,true` compares the plain
-    /// vote with qualities re-based by category (default: the config's).
-    #[arg(long, value_delimiter = ',', value_name = "BOOL")]
-    pub category_baseline: Vec<bool>,
-    /// Bootstrap resamples for each APGR's 95% interval (0: none).
-    #[arg(long, default_value_t = 1000)]
-    pub bootstrap: usize,
-    /// With --cv: how the index side's outcomes are smoothed, comma-separated to compare
-    /// (`none,rasch`; see `ingest --smooth`). Routed records are always scored on their own
-    /// outcomes.
-    #[arg(long, value_delimiter = ',', default_value = "none")]
-    pub smooth: Vec<Smooth>,
-    /// Where to write the cost-quality plot (SVG), for the first setting.
-    #[arg(long, default_value = "eval.svg")]
-    pub plot: PathBuf,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum ModelAction {
     /// Make sure the model is on disk and verified; prints its folder on the last line.
@@ -228,7 +190,7 @@ pub fn run(cli: Cli) -> Result<()> {
             bail!("--smooth applies to outcome records: use it with ingest --outcomes")
         }
         Command::Ingest(args) => ingest(&config, &args.file),
-        Command::Eval(args) => eval(&config, &args),
+        Command::Eval(args) => eval::run(&config, &args),
         Command::Feedback(args) => feedback::run(&config, &args),
         Command::Calibrate(args) => calibrate::run(&config, &args),
         Command::LabelQueue(args) => label_queue::run(&config, &args),
@@ -574,194 +536,5 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
         target.display(),
         skipped
     );
-    Ok(())
-}
-
-/// One axis of eval's settings grid: the values given on the command line, or the config's one.
-fn axis<T: Clone>(given: &[T], config: T) -> Vec<T> {
-    if given.is_empty() {
-        vec![config]
-    } else {
-        given.to_vec()
-    }
-}
-
-fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
-    let tiers = config.tiers()?;
-    let map = args.mapping.map(config)?;
-    let scale = args.mapping.scale()?;
-    let records = args.mapping.records(&args.files)?;
-    let names: Vec<&str> = map.tiers().collect();
-    let (weak, strong) = (
-        tiers.require(names[0])?,
-        tiers.require(names[names.len() - 1])?,
-    );
-    let price = |t: usize| tiers[t].input_price_per_mtok + tiers[t].output_price_per_mtok;
-    let relative_weak_cost = if price(strong) > 0.0 {
-        price(weak) / price(strong)
-    } else {
-        0.0
-    };
-
-    let base = config.policy()?;
-    let mut policies: Vec<Policy> = Vec::new();
-    for category_baseline in axis(&args.category_baseline, base.category_baseline) {
-        for k in axis(&args.k, base.k) {
-            for temperature in axis(&args.temperature, base.temperature) {
-                policies.push(Policy {
-                    k,
-                    temperature,
-                    category_baseline,
-                    ..base.clone()
-                });
-            }
-        }
-    }
-
-    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
-    let bar = progress_bar("embedding");
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
-    let cache_dir = config.cache_dir().join("embeddings");
-    // One run per smoothing of the index side; `settings_of` lists (smoothing, policy) in the
-    // order of `routed`.
-    let mut settings_of: Vec<(Smooth, &Policy)> = Vec::new();
-    let (items, routed) = match args.cv {
-        Some(folds) => {
-            let mut items = Vec::new();
-            let mut routed = Vec::new();
-            for &smooth in &args.smooth {
-                let (its, r) = cross_validate(
-                    embedder.clone(),
-                    &tiers,
-                    &records,
-                    &map,
-                    scale,
-                    smooth,
-                    folds,
-                    Some(&cache_dir),
-                    &policies,
-                    &progress,
-                )?;
-                items = its;
-                routed.extend(r);
-                settings_of.extend(policies.iter().map(|p| (smooth, p)));
-            }
-            (items, routed)
-        }
-        None => {
-            if args.smooth != [Smooth::None] {
-                bail!(
-                    "--smooth compares smoothings of the index under --cv; to smooth an index \
-                     built from outcome records, use `ingest --outcomes --smooth rasch`"
-                );
-            }
-            let (items, kept, _) = items_from_records(&records, &map, scale)?;
-            let examples = corpus::read_examples(&config.routing.examples, &tiers)?;
-            let options = RouterOptions {
-                policy: base.clone(),
-                index: IndexKind::Flat,
-                hnsw: HnswParams::default(),
-            };
-            let router = Router::build(
-                embedder,
-                tiers.clone(),
-                options,
-                examples,
-                Some(&cache_dir),
-                &progress,
-            )?;
-            let prompts: Vec<&str> = kept.iter().map(|&i| records[i].prompt.as_str()).collect();
-            settings_of.extend(policies.iter().map(|p| (Smooth::None, p)));
-            (
-                items,
-                evaluate(&router, &prompts, &policies, weak, strong, &progress)?,
-            )
-        }
-    };
-    bar.finish_and_clear();
-    if items.is_empty() {
-        bail!(
-            "no record has outcomes for both {} and {}",
-            names[0],
-            names[names.len() - 1]
-        );
-    }
-
-    let mut settings = Vec::new();
-    let routed_all = &routed;
-    for (i, (&(smooth, policy), routed)) in settings_of.iter().zip(routed_all).enumerate() {
-        let first = (i > 0).then(|| routed_all[0].as_slice());
-        let reports = report(&items, routed, relative_weak_cost, args.bootstrap, first);
-        eprintln!(
-            "k={} temperature={} category_baseline={}{}:",
-            policy.k,
-            policy.temperature,
-            policy.category_baseline,
-            if smooth == Smooth::None {
-                String::new()
-            } else {
-                format!(" smooth={smooth}")
-            }
-        );
-        for r in &reports {
-            let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
-            eprintln!(
-                "  {:<28} n={:<5} APGR {}{} (oracle {})  CPT50 {}  CPT80 {}  strong share at 95% {} (random {})",
-                r.benchmark, r.n, f(r.router.apgr),
-                r.router_apgr_ci95.map(|(lo, hi)| format!(" [{lo:.3}, {hi:.3}]")).unwrap_or_default()
-                    + &r.apgr_minus_first_ci95
-                        .map(|(lo, hi)| format!(" (vs first setting: [{lo:+.3}, {hi:+.3}])"))
-                        .unwrap_or_default(),
-                f(r.oracle.apgr), f(r.router.cpt50),
-                f(r.router.cpt80), f(r.router.share_at_95), f(r.random.share_at_95)
-            );
-        }
-        if i == 0 {
-            let title = format!(
-                "{} vs {}: k={}, temperature={}{}{}",
-                names[0],
-                names[names.len() - 1],
-                policy.k,
-                policy.temperature,
-                if policy.category_baseline {
-                    ", category baseline"
-                } else {
-                    ""
-                },
-                match args.cv {
-                    Some(Folds::Hash(n)) => format!(" ({n}-fold cross-validated)"),
-                    Some(Folds::Group) => " (leave one benchmark/subject out)".to_string(),
-                    None => String::new(),
-                }
-            );
-            model_router::eval::plot(&reports, &args.plot, &title)?;
-        }
-        settings.push(serde_json::json!({
-            "k": policy.k,
-            "temperature": policy.temperature,
-            "category_baseline": policy.category_baseline,
-            "smooth": smooth.to_string(),
-            "quality_target": policy.quality_target,
-            "reports": reports,
-        }));
-    }
-    let out = serde_json::json!({
-        "weak_tier": names[0],
-        "strong_tier": names[names.len() - 1],
-        "relative_weak_cost": relative_weak_cost,
-        "items": items.len(),
-        "records": records.len(),
-        "cross_validated_folds": match args.cv {
-            Some(Folds::Hash(n)) => serde_json::json!(n),
-            Some(Folds::Group) => serde_json::json!("group"),
-            None => serde_json::Value::Null,
-        },
-        "settings": settings,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    eprintln!("plot written to {}", args.plot.display());
     Ok(())
 }

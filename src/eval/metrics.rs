@@ -14,18 +14,9 @@
 //! by the order of the input.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::corpus::{outcome_examples, OutcomeMap, OutcomeRecord, Scale};
-use crate::embed::Embedder;
-use crate::error::{Error, Result};
-use crate::index::{HnswParams, IndexKind};
-use crate::router::{Router, RouterOptions};
-use crate::smooth::Smooth;
 use crate::tier::Tiers;
 use crate::vote::{vote, Basis, Evidence, Policy};
 
@@ -127,6 +118,18 @@ impl Curve {
         Some(sum / n as f64 / g)
     }
 
+    /// PGR with a share `share` of strong calls, interpolated linearly between the 1/n steps.
+    pub fn pgr_at_share(&self, share: f64) -> Option<f64> {
+        let n = self.len();
+        if n == 0 {
+            return None;
+        }
+        let x = share.clamp(0.0, 1.0) * n as f64;
+        let i = (x.floor() as usize).min(n - 1);
+        let q = self.quality[i] + (self.quality[i + 1] - self.quality[i]) * (x - i as f64);
+        self.gap().map(|g| (q - self.weak) / g)
+    }
+
     /// The smallest share of strong calls with PGR ≥ `target`.
     pub fn cpt(&self, target: f64) -> Option<f64> {
         let n = self.len();
@@ -152,6 +155,23 @@ impl Curve {
 pub fn apgr_interval(items: &[Item], scores: &[f64], resamples: usize) -> Option<(f64, f64)> {
     let apgrs = bootstrap_apgrs(items, &[scores], resamples);
     percentile_interval(apgrs.iter().map(|a| a[0]).collect())
+}
+
+/// A 95% bootstrap interval for the mean APGR of several rankings of the same prompts (e.g.
+/// routers built from different samples of labels): each resample draws the prompts once and
+/// averages the rankings' APGRs on it.
+pub fn apgr_mean_interval(
+    items: &[Item],
+    rankings: &[&[f64]],
+    resamples: usize,
+) -> Option<(f64, f64)> {
+    let apgrs = bootstrap_apgrs(items, rankings, resamples);
+    percentile_interval(
+        apgrs
+            .iter()
+            .map(|a| a.iter().sum::<f64>() / a.len() as f64)
+            .collect(),
+    )
 }
 
 /// A 95% paired bootstrap interval for APGR(`scores`) − APGR(`baseline`) on the same prompts:
@@ -237,11 +257,12 @@ fn apgr_of_groups(gain: &[f64], size: &[usize]) -> Option<f64> {
     Some(sum / (n as f64 * total))
 }
 
-/// A small seeded generator (SplitMix64) for the bootstrap; statistical quality is ample here.
-struct SplitMix64(u64);
+/// A small seeded generator (SplitMix64) for the bootstrap and the evaluations' samples;
+/// statistical quality is ample here.
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -250,8 +271,15 @@ impl SplitMix64 {
     }
 
     /// Uniform in 0..n (multiply-shift; the bias is below 2^-32 for any n we meet).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+
+    /// Fisher–Yates.
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
     }
 }
 
@@ -466,429 +494,11 @@ pub fn report(
         .collect()
 }
 
-/// Draws quality vs share of strong calls per benchmark: router, random and oracle, with the
-/// knob settings marked. SVG.
-pub fn plot(reports: &[BenchmarkReport], path: &Path, title: &str) -> Result<()> {
-    use plotters::prelude::*;
-    let err = |e: String| {
-        Error::io(
-            format!("drawing {}", path.display()),
-            std::io::Error::other(e),
-        )
-    };
-    let cols = 3usize;
-    let rows = reports.len().div_ceil(cols).max(1);
-    let root =
-        SVGBackend::new(path, (420 * cols as u32, 340 * rows as u32 + 40)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let (header, body) = root.split_vertically(40);
-    header
-        .titled(title, ("sans-serif", 20))
-        .map_err(|e| err(e.to_string()))?;
-    let panels = body.split_evenly((rows, cols));
-    for (r, area) in reports.iter().zip(panels.iter()) {
-        let n = r.curve.len().max(1);
-        let lo = r.weak_quality.min(r.strong_quality).min(
-            r.oracle_curve
-                .quality
-                .iter()
-                .cloned()
-                .fold(f64::MAX, f64::min),
-        );
-        let hi = r
-            .oracle_curve
-            .quality
-            .iter()
-            .cloned()
-            .fold(r.strong_quality.max(r.weak_quality), f64::max);
-        let pad = ((hi - lo) * 0.05).max(1e-3);
-        let apgr = r
-            .router
-            .apgr
-            .map(|a| format!("{a:.3}"))
-            .unwrap_or_else(|| "n/a".into());
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!("{} (n={}, APGR {apgr})", r.benchmark, r.n),
-                ("sans-serif", 15),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0.0..1.0, (lo - pad)..(hi + pad))
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("share of calls to the strong tier")
-            .y_desc("mean quality")
-            .label_style(("sans-serif", 11))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        let step = (n / 400).max(1);
-        let series = |c: &Curve| -> Vec<(f64, f64)> {
-            (0..=n)
-                .step_by(step)
-                .chain(std::iter::once(n))
-                .map(|i| (i as f64 / n as f64, c.quality[i]))
-                .collect()
-        };
-        chart
-            .draw_series(LineSeries::new(
-                series(&r.oracle_curve),
-                GREEN.stroke_width(2),
-            ))
-            .map_err(|e| err(e.to_string()))?
-            .label("oracle")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], GREEN));
-        chart
-            .draw_series(LineSeries::new(
-                vec![(0.0, r.weak_quality), (1.0, r.strong_quality)],
-                BLACK.stroke_width(1),
-            ))
-            .map_err(|e| err(e.to_string()))?
-            .label("random")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
-        chart
-            .draw_series(LineSeries::new(series(&r.curve), BLUE.stroke_width(2)))
-            .map_err(|e| err(e.to_string()))?
-            .label("router")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
-        chart
-            .draw_series(
-                r.knob
-                    .iter()
-                    .map(|p| Circle::new((p.strong_share, p.quality), 3, RED.filled())),
-            )
-            .map_err(|e| err(e.to_string()))?
-            .label("knob 0, 0.05 … 1")
-            .legend(|(x, y)| Circle::new((x + 7, y), 3, RED.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 11))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-    }
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
-}
-
-/// Held-out records as items: the first mapped tier is weak, the last strong. Records
-/// lacking either outcome are skipped (the count is returned).
-pub fn items_from_records(
-    records: &[OutcomeRecord],
-    map: &OutcomeMap,
-    scale: Scale,
-) -> Result<(Vec<Item>, Vec<usize>, usize)> {
-    let tiers: Vec<&str> = map.tiers().collect();
-    if tiers.len() < 2 {
-        return Err(Error::Config(
-            "evaluation needs two mapped tiers (--map weak=... --map strong=...)".into(),
-        ));
-    }
-    let (weak, strong) = (tiers[0], tiers[tiers.len() - 1]);
-    let mut items = Vec::new();
-    let mut kept = Vec::new();
-    let mut skipped = 0;
-    for (i, r) in records.iter().enumerate() {
-        match map.scores(r, scale) {
-            Ok(Some(s)) => {
-                items.push(Item {
-                    id: r.id.clone(),
-                    // Sub-sets such as `alpaca_eval/koala` report under their benchmark.
-                    benchmark: r
-                        .source_benchmark
-                        .as_deref()
-                        .map(|b| b.split('/').next().unwrap_or(b).trim().to_string())
-                        .unwrap_or_else(|| "unknown".into()),
-                    weak: s[weak] as f64,
-                    strong: s[strong] as f64,
-                });
-                kept.push(i);
-            }
-            Ok(None) => skipped += 1,
-            Err(message) => {
-                return Err(Error::InvalidLines {
-                    source_name: "held-out records".into(),
-                    errors: vec![crate::error::LineError {
-                        line: i + 1,
-                        message: format!("record `{}`: {message}", r.id),
-                    }],
-                })
-            }
-        }
-    }
-    Ok((items, kept, skipped))
-}
-
-/// Routes prompts with each policy: embeds them through the router's cache (reporting
-/// progress), finds neighbours once with the largest k, then votes per policy.
-pub fn evaluate(
-    router: &Router,
-    prompts: &[&str],
-    policies: &[Policy],
-    weak: usize,
-    strong: usize,
-    progress: &dyn Fn(usize, usize),
-) -> Result<Vec<Vec<Routed>>> {
-    let vectors = router.embed_cached(prompts, progress)?;
-    let k_max = policies.iter().map(|p| p.k).max().unwrap_or(1);
-    let mut out: Vec<Vec<Routed>> = policies
-        .iter()
-        .map(|_| Vec::with_capacity(prompts.len()))
-        .collect();
-    // Neighbour qualities only in the variants some policy votes on.
-    let mut variants: Vec<bool> = policies.iter().map(|p| p.category_baseline).collect();
-    variants.sort_unstable();
-    variants.dedup();
-    for v in &vectors {
-        let evidence = router.evidence(v, k_max, &variants)?;
-        for (p, routed) in policies.iter().zip(out.iter_mut()) {
-            let i = variants.binary_search(&p.category_baseline).unwrap();
-            routed.push(route_item(&evidence[i], router.tiers(), p, weak, strong));
-        }
-    }
-    Ok(out)
-}
-
-/// The fold of a prompt: by a hash of its normalised text, so duplicate prompts share a fold
-/// and cannot leak answers across it.
-pub fn fold_of(prompt: &str, folds: usize) -> usize {
-    let normalised = prompt
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(normalised.as_bytes());
-    (u64::from_le_bytes(digest[..8].try_into().unwrap()) % folds as u64) as usize
-}
-
-/// How cross-validation splits the records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Folds {
-    /// N folds by prompt-text hash ([`fold_of`]): in-domain, every benchmark in every fold.
-    Hash(usize),
-    /// One fold per group ([`group_of`]): each benchmark (each MMLU subject) is routed with an
-    /// index that has none of it, a stand-in for out-of-domain traffic.
-    Group,
-}
-
-impl std::str::FromStr for Folds {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Folds, String> {
-        match s {
-            "group" => Ok(Folds::Group),
-            n => match n.parse::<usize>() {
-                Ok(n) if n >= 2 => Ok(Folds::Hash(n)),
-                _ => Err(format!(
-                    "expected a number of folds (at least 2) or `group`, got `{s}`"
-                )),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for Folds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Folds::Hash(n) => write!(f, "{n}"),
-            Folds::Group => f.write_str("group"),
-        }
-    }
-}
-
-/// A record's group for [`Folds::Group`]: its benchmark, and its subject where it has one.
-pub fn group_of(record: &OutcomeRecord) -> String {
-    let benchmark = record.source_benchmark.as_deref().unwrap_or("unknown");
-    match &record.subject {
-        Some(subject) => format!("{benchmark}/{subject}"),
-        None => benchmark.to_string(),
-    }
-}
-
-/// Cross-validation on outcome records: each fold is routed with an index built from the
-/// other folds. Returns routed items in record order, per policy.
-#[allow(clippy::too_many_arguments)]
-pub fn cross_validate(
-    embedder: Arc<dyn Embedder>,
-    tiers: &Tiers,
-    records: &[OutcomeRecord],
-    map: &OutcomeMap,
-    scale: Scale,
-    smooth: Smooth,
-    folds: Folds,
-    cache_dir: Option<&Path>,
-    policies: &[Policy],
-    progress: &dyn Fn(usize, usize),
-) -> Result<(Vec<Item>, Vec<Vec<Routed>>)> {
-    let (items, kept, _) = items_from_records(records, map, scale)?;
-    let names: Vec<&str> = map.tiers().collect();
-    let weak = tiers.require(names[0])?;
-    let strong = tiers.require(names[names.len() - 1])?;
-    // Every record's fold, kept or not: records outside the item set (e.g. lacking a model)
-    // can still teach the index of the other folds.
-    let (record_fold, n_folds): (Vec<usize>, usize) = match folds {
-        Folds::Hash(n) if n < 2 => return Err(Error::Config("--cv needs at least 2 folds".into())),
-        Folds::Hash(n) => (records.iter().map(|r| fold_of(&r.prompt, n)).collect(), n),
-        Folds::Group => {
-            let mut ids = BTreeMap::new();
-            let fold: Vec<usize> = records
-                .iter()
-                .map(|r| {
-                    let next = ids.len();
-                    *ids.entry(group_of(r)).or_insert(next)
-                })
-                .collect();
-            if ids.len() < 2 {
-                return Err(Error::Config(
-                    "--cv group needs records from at least 2 benchmarks or subjects".into(),
-                ));
-            }
-            (fold, ids.len())
-        }
-    };
-    let fold: Vec<usize> = kept.iter().map(|&i| record_fold[i]).collect();
-    let mut routed: Vec<Vec<Option<Routed>>> = policies
-        .iter()
-        .map(|_| (0..items.len()).map(|_| None).collect())
-        .collect();
-    let options = RouterOptions {
-        policy: policies[0].clone(),
-        index: IndexKind::Flat,
-        hnsw: HnswParams::default(),
-    };
-    for f in 0..n_folds {
-        let test: Vec<usize> = (0..items.len()).filter(|&j| fold[j] == f).collect();
-        if test.is_empty() {
-            continue;
-        }
-        let train: Vec<OutcomeRecord> = records
-            .iter()
-            .zip(&record_fold)
-            .filter(|(_, &rf)| rf != f)
-            .map(|(r, _)| r.clone())
-            .collect();
-        // Only the index side is smoothed: the routed records are scored on their own outcomes.
-        let (examples, _) = outcome_examples(&smooth.apply(&train, scale), map, scale)?;
-        let router = Router::build(
-            embedder.clone(),
-            tiers.clone(),
-            options.clone(),
-            examples,
-            cache_dir,
-            progress,
-        )?;
-        let prompts: Vec<&str> = test
-            .iter()
-            .map(|&j| records[kept[j]].prompt.as_str())
-            .collect();
-        let result = evaluate(&router, &prompts, policies, weak, strong, progress)?;
-        for (p, routed_p) in result.into_iter().enumerate() {
-            for (&j, r) in test.iter().zip(routed_p) {
-                routed[p][j] = Some(r);
-            }
-        }
-    }
-    let routed = routed
-        .into_iter()
-        .map(|v| {
-            v.into_iter()
-                .map(|r| r.expect("every item is in one fold"))
-                .collect()
-        })
-        .collect();
-    Ok((items, routed))
-}
-
-/// Leave-one-out routing of a tier-labeled example set: each example is routed by all the
-/// others. Rows of `confusion` are labels, columns decisions (tier order).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LeaveOneOut {
-    pub tiers: Vec<String>,
-    pub confusion: Vec<Vec<usize>>,
-    /// Category -> (correct, total).
-    pub by_category: BTreeMap<String, (usize, usize)>,
-}
-
-impl LeaveOneOut {
-    pub fn accuracy(&self) -> f64 {
-        let total: usize = self.confusion.iter().flatten().sum();
-        let correct: usize = (0..self.tiers.len()).map(|t| self.confusion[t][t]).sum();
-        correct as f64 / total.max(1) as f64
-    }
-
-    /// Share of the examples labeled `tier` that were routed to it.
-    pub fn recall(&self, tier: usize) -> f64 {
-        self.confusion[tier][tier] as f64 / self.confusion[tier].iter().sum::<usize>().max(1) as f64
-    }
-}
-
-/// Runs leave-one-out over examples with their embeddings (same order), with an exact index.
-pub fn leave_one_out(
-    examples: &[crate::corpus::Example],
-    vectors: &[Vec<f32>],
-    tiers: &Tiers,
-    policy: &Policy,
-) -> Result<LeaveOneOut> {
-    use crate::index::{FlatIndex, VectorIndex};
-    let dim = vectors.first().map_or(0, Vec::len);
-    let mut index = FlatIndex::new(dim);
-    index.add(vectors)?;
-    let mut quality: Vec<_> = examples.iter().map(|e| e.label.quality(tiers)).collect();
-    if policy.category_baseline {
-        // Category means over the whole set (the left-out example included).
-        let mut baseline = crate::vote::CategoryBaseline::default();
-        let groups: Vec<usize> = examples
-            .iter()
-            .zip(&quality)
-            .map(|(e, q)| baseline.add(e.category.as_deref(), q))
-            .collect();
-        quality = groups
-            .iter()
-            .zip(&quality)
-            .map(|(&g, q)| baseline.adjust(g, q))
-            .collect();
-    }
-    let mut confusion = vec![vec![0usize; tiers.len()]; tiers.len()];
-    let mut by_category: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for (i, (e, v)) in examples.iter().zip(vectors).enumerate() {
-        let crate::corpus::Label::Tier { tier } = &e.label else {
-            continue;
-        };
-        let evidence: Vec<Evidence> = index
-            .search(v, policy.k + 1)?
-            .into_iter()
-            .filter(|h| h.id != i)
-            .take(policy.k)
-            .map(|h| Evidence {
-                similarity: h.similarity,
-                quality: quality[h.id].clone(),
-            })
-            .collect();
-        let label = tiers.require(tier)?;
-        let decided = vote(&evidence, tiers, policy).tier;
-        confusion[label][decided] += 1;
-        let cell = by_category
-            .entry(e.category.clone().unwrap_or_else(|| "-".into()))
-            .or_default();
-        cell.0 += usize::from(label == decided);
-        cell.1 += 1;
-    }
-    Ok(LeaveOneOut {
-        tiers: tiers.names().iter().map(|s| s.to_string()).collect(),
-        confusion,
-        by_category,
-    })
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn items(pairs: &[(f64, f64)]) -> Vec<Item> {
+    pub(crate) fn items(pairs: &[(f64, f64)]) -> Vec<Item> {
         pairs
             .iter()
             .enumerate()
@@ -901,7 +511,7 @@ mod tests {
             .collect()
     }
 
-    fn close(a: f64, b: f64) -> bool {
+    pub(crate) fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
     }
 
@@ -921,6 +531,31 @@ mod tests {
         // The worst ranking: (0 + 0 + 0.25 + 0.75) / 4 = 0.25.
         let worst = curve(&it, &[0.9, 0.1, 0.8, 0.2]);
         assert!(close(worst.apgr().unwrap(), 0.25));
+    }
+
+    #[test]
+    fn pgr_at_share_interpolates_and_the_mean_interval_brackets_the_mean() {
+        let it = items(&[(0.0, 1.0), (0.0, 1.0), (1.0, 1.0), (1.0, 1.0)]);
+        let c = curve(&it, &[4.0, 3.0, 2.0, 1.0]);
+        assert!(close(c.pgr_at_share(0.0).unwrap(), 0.0));
+        assert!(close(c.pgr_at_share(0.25).unwrap(), 0.5));
+        assert!(close(c.pgr_at_share(0.375).unwrap(), 0.75));
+        assert!(close(c.pgr_at_share(1.0).unwrap(), 1.0));
+        let good = [4.0, 3.0, 2.0, 1.0];
+        let bad = [1.0, 2.0, 3.0, 4.0];
+        let many = items(
+            &[(0.0, 1.0); 8]
+                .iter()
+                .chain(&[(1.0, 1.0); 8])
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        let g: Vec<f64> = (0..16).map(|i| 16.0 - i as f64).collect();
+        let b: Vec<f64> = (0..16).map(|i| i as f64).collect();
+        let (lo, hi) = apgr_mean_interval(&many, &[&g, &b], 200).unwrap();
+        let mean = (curve(&many, &g).apgr().unwrap() + curve(&many, &b).apgr().unwrap()) / 2.0;
+        assert!(lo <= mean && mean <= hi, "{lo} {mean} {hi}");
+        assert!(apgr_mean_interval(&it, &[&good, &bad], 0).is_none());
     }
 
     #[test]
@@ -1096,125 +731,8 @@ mod tests {
         assert!(close(reports[2].knob[20].strong_share, 1.0));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plot.svg");
-        plot(&reports, &path, "test").unwrap();
+        crate::eval::plot(&reports, &path, "test").unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.contains("<svg") && svg.contains("oracle"));
-    }
-
-    fn record(
-        id: &str,
-        prompt: &str,
-        benchmark: &str,
-        subject: Option<&str>,
-        small: bool,
-    ) -> OutcomeRecord {
-        OutcomeRecord {
-            id: id.into(),
-            prompt: prompt.into(),
-            source_benchmark: Some(benchmark.into()),
-            subject: subject.map(Into::into),
-            label_type: None,
-            outcomes: [
-                ("s".to_string(), serde_json::json!(small)),
-                ("l".to_string(), serde_json::json!(true)),
-            ]
-            .into(),
-        }
-    }
-
-    #[test]
-    fn folds_parse_and_groups_name_benchmark_and_subject() {
-        assert_eq!("5".parse::<Folds>(), Ok(Folds::Hash(5)));
-        assert_eq!("group".parse::<Folds>(), Ok(Folds::Group));
-        assert!("1".parse::<Folds>().is_err());
-        assert!("benchmarks".parse::<Folds>().is_err());
-        assert_eq!(Folds::Hash(5).to_string(), "5");
-        assert_eq!(
-            group_of(&record("x", "p", "mmlu", Some("law"), true)),
-            "mmlu/law"
-        );
-        assert_eq!(group_of(&record("x", "p", "arc", None, true)), "arc");
-    }
-
-    #[test]
-    fn leave_one_group_out_routes_each_group_without_its_own_examples() {
-        // Benchmark "a": the small model always fails; "b": it always succeeds. In-domain
-        // (hash folds) an "a" prompt has "a" neighbours and looks hard; with one fold per
-        // group it only sees "b" examples, which say small is enough (score 0), and the "b"
-        // prompts only see "a" examples (score 1).
-        let mut records = Vec::new();
-        for i in 0..6 {
-            records.push(record(
-                &format!("a{i}"),
-                &format!("solve the puzzle alpha {i}"),
-                "a",
-                None,
-                false,
-            ));
-            records.push(record(
-                &format!("b{i}"),
-                &format!("solve the puzzle beta {i}"),
-                "b",
-                None,
-                true,
-            ));
-        }
-        let tiers = crate::tier::test_tiers(&["small", "large"]);
-        let map = OutcomeMap::parse(&["small=s".into(), "large=l".into()], &tiers).unwrap();
-        let policy = Policy {
-            k: 4,
-            temperature: 1000.0,
-            ..Policy::default()
-        };
-        let embedder: Arc<dyn Embedder> = Arc::new(crate::router::HashedWords::new());
-        let run = |folds| {
-            let (items, routed) = cross_validate(
-                embedder.clone(),
-                &tiers,
-                &records,
-                &map,
-                Scale::Auto,
-                Smooth::None,
-                folds,
-                None,
-                std::slice::from_ref(&policy),
-                &|_, _| {},
-            )
-            .unwrap();
-            assert_eq!(items.len(), 12);
-            items
-                .iter()
-                .zip(&routed[0])
-                .map(|(it, r)| (it.benchmark.clone(), r.score))
-                .collect::<Vec<_>>()
-        };
-        for (benchmark, score) in run(Folds::Group) {
-            let expected = if benchmark == "a" { 0.0 } else { 1.0 };
-            assert!(close(score, expected), "{benchmark}: {score}");
-        }
-        let in_domain = run(Folds::Hash(2));
-        assert!(
-            in_domain.iter().any(|(b, score)| b == "a" && *score > 0.0),
-            "{in_domain:?}"
-        );
-        let one_group: Vec<OutcomeRecord> = records
-            .iter()
-            .filter(|r| r.id.starts_with('a'))
-            .cloned()
-            .collect();
-        let err = cross_validate(
-            embedder.clone(),
-            &tiers,
-            &one_group,
-            &map,
-            Scale::Auto,
-            Smooth::None,
-            Folds::Group,
-            None,
-            std::slice::from_ref(&policy),
-            &|_, _| {},
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("at least 2"), "{err}");
     }
 }
