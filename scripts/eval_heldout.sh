@@ -19,15 +19,9 @@ cd "$(dirname "$0")/.."
 DATA="${EVAL_DATA:-../shared/eval-data}"
 OUT=target/eval
 mkdir -p "$OUT"
-cargo build --release --locked -q
+scripts/seed_index.sh
 BIN=./target/release/model-router
 CONFIG=data/eval.toml
-
-rm -f "$OUT/seed_examples.jsonl"
-for f in routellm/routellm.jsonl routerbench-subset/routerbench_subset.jsonl arena-bench-v1/arena_bench_v1.jsonl; do
-  "$BIN" --config "$CONFIG" --examples "$OUT/seed_examples.jsonl" \
-    ingest --outcomes "$DATA/$f" --ids "$DATA/splits/seed_ids.txt" --smooth "${SMOOTH:-rasch}"
-done
 
 "$BIN" --config "$CONFIG" --examples "$OUT/seed_examples.jsonl" eval \
   "$DATA/routellm/routellm.jsonl" "$DATA/routerbench-subset/routerbench_subset.jsonl" \

@@ -242,3 +242,160 @@ fn rasch_smoothing_on_routerbench_rows() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--cv"), "{}", stderr(&out));
 }
+
+/// Ids of a JSONL file's records, one per line, into `out`.
+fn ids_of(file: &std::path::Path, out: &std::path::Path) {
+    let ids: String = std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{}\n", v["id"].as_str().unwrap())
+        })
+        .collect();
+    std::fs::write(out, ids).unwrap();
+}
+
+#[test]
+fn learning_curve_and_budget_stream_on_held_out_rows() {
+    let Some(dir) = eval_data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/eval.toml");
+    let p = |name: &str| tmp.path().join(name);
+    slice(
+        &dir,
+        "routellm/routellm.jsonl",
+        "seed_ids.txt",
+        200,
+        &p("seed.jsonl"),
+    );
+    slice(
+        &dir,
+        "routellm/routellm.jsonl",
+        "eval_ids.txt",
+        120,
+        &p("held.jsonl"),
+    );
+    ids_of(&p("seed.jsonl"), &p("seed_ids.txt"));
+    ids_of(&p("held.jsonl"), &p("held_ids.txt"));
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(p("seed.jsonl")).unwrap(),
+        std::fs::read_to_string(p("held.jsonl")).unwrap()
+    );
+    std::fs::write(p("both.jsonl"), both).unwrap();
+    let arg = |name: &str| p(name).to_str().unwrap().to_string();
+
+    // The learning curve: the index is the seed rows (all MMLU: the domain), sampled.
+    let curve = |seed_ids: &str| {
+        run_with(
+            &config,
+            &[
+                "eval",
+                &arg("both.jsonl"),
+                "--ids",
+                &arg("held_ids.txt"),
+                "--seed-ids",
+                seed_ids,
+                "--learning-curve",
+                "0,50,all,5000",
+                "--seeds",
+                "2",
+                "--bootstrap",
+                "100",
+            ],
+        )
+    };
+    let out = curve(&arg("seed_ids.txt"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let curves = report["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 1, "{report:#}");
+    let c = &curves[0]["curve"];
+    assert_eq!(c["domain"], "mmlu");
+    assert_eq!(
+        (c["available"].as_u64(), c["held_out"].as_u64()),
+        (Some(200), Some(120))
+    );
+    assert_eq!(c["other_examples"], 0);
+    let points = c["points"].as_array().unwrap();
+    let labels: Vec<u64> = points
+        .iter()
+        .map(|p| p["labels"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [0, 50, 200],
+        "5000 is more than the seed has: `all`"
+    );
+    let seeds: Vec<usize> = points
+        .iter()
+        .map(|p| p["apgr_per_seed"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(seeds, [1, 2, 1]);
+    for p in points {
+        let apgr = p["apgr"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&apgr), "{p}");
+        let ci = p["apgr_ci95"].as_array().expect("an interval");
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(lo - 1e-9 <= apgr && apgr <= hi + 1e-9, "{p}");
+    }
+    // An empty index knows nothing: every prompt ties, which scores exactly like random.
+    assert!(
+        (points[0]["apgr"].as_f64().unwrap() - 0.5).abs() < 1e-9,
+        "{}",
+        points[0]
+    );
+    assert!(curves[0]["labels_to_reach"].get("0.55").is_some());
+    // A held-out id among the seed ids is refused before anything is indexed.
+    let out = curve(&arg("held_ids.txt"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("never be indexed"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The budget on a shuffled stream of the held-out rows, against an index of the seed rows.
+    let out = run_with(
+        &config,
+        &[
+            "--examples",
+            &arg("examples.jsonl"),
+            "ingest",
+            "--outcomes",
+            &arg("seed.jsonl"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_with(
+        &config,
+        &[
+            "--examples",
+            &arg("examples.jsonl"),
+            "eval",
+            &arg("held.jsonl"),
+            "--budget",
+            "large=0.3",
+            "--window",
+            "100",
+            "--stream",
+            "1000",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (r["stream"].as_u64(), r["prompts"].as_u64()),
+        (Some(1000), Some(120))
+    );
+    let share = r["share_after_first_window"].as_f64().unwrap();
+    assert!((share - 0.3).abs() < 0.05, "{r:#}");
+    assert!(r["share_without_budget"].as_f64().unwrap() > 0.5, "{r:#}");
+    assert!(r["pgr_difference"].as_f64().unwrap().abs() < 0.2, "{r:#}");
+    assert!(
+        stderr(&out).contains("budget large≤0.30"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -61,6 +61,8 @@ pub struct Global {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve the HTTP API on `server.bind`: routing, OpenAI-compatible forwarding, live
     /// examples, health and metrics. Prints the bound address, then loads the model.
