@@ -377,27 +377,9 @@ impl Writer {
     }
 }
 
-/// Reads a decision log (one file); every bad line is reported with its number.
+/// Reads one decision log: [`read_checked_decisions`] of one file.
 pub fn read_decisions(path: &Path) -> Result<Vec<DecisionRecord>> {
-    let file = File::open(path)
-        .map_err(|e| Error::io(format!("reading decisions {}", path.display()), e))?;
-    let mut records = Vec::new();
-    let mut errors = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line =
-            line.map_err(|e| Error::io(format!("reading decisions {}", path.display()), e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<DecisionRecord>(&line) {
-            Ok(r) => records.push(r),
-            Err(e) => errors.push(LineError {
-                line: i + 1,
-                message: format!("not a decision record: {e}"),
-            }),
-        }
-    }
-    Error::unless_lines(records, path.display(), errors)
+    read_checked_decisions(&[path.to_path_buf()])
 }
 
 /// Looks a decision up by id in a log and its rotated files, newest first. Lines that do not
@@ -546,14 +528,15 @@ impl DecisionRecord {
     }
 }
 
-/// Reads decision logs (e.g. a log and its rotated files) for tools that re-read them: like
-/// [`read_decisions`], and every record must also pass [`DecisionRecord::check`]. Every bad
-/// line of a file is reported with its number; the first file with bad lines fails the read.
+/// Reads decision logs (e.g. a log and its rotated files) for tools that re-read them: every
+/// line must parse and pass [`DecisionRecord::check`]. Every bad line of a file is reported with
+/// its number; the first file with bad lines fails the read.
 pub fn read_checked_decisions(paths: &[PathBuf]) -> Result<Vec<DecisionRecord>> {
     let mut records = Vec::new();
     for path in paths {
         let file = File::open(path)
             .map_err(|e| Error::io(format!("reading decisions {}", path.display()), e))?;
+        let mut file_records = Vec::new();
         let mut errors = Vec::new();
         for (i, line) in BufReader::new(file).lines().enumerate() {
             let line =
@@ -565,19 +548,14 @@ pub fn read_checked_decisions(paths: &[PathBuf]) -> Result<Vec<DecisionRecord>> 
                 .map_err(|e| format!("not a decision record: {e}"))
                 .and_then(|r| r.check().map(|()| r));
             match checked {
-                Ok(r) => records.push(r),
+                Ok(r) => file_records.push(r),
                 Err(message) => errors.push(LineError {
                     line: i + 1,
                     message,
                 }),
             }
         }
-        if !errors.is_empty() {
-            return Err(Error::InvalidLines {
-                source_name: path.display().to_string(),
-                errors,
-            });
-        }
+        records.extend(Error::unless_lines(file_records, path.display(), errors)?);
     }
     Ok(records)
 }

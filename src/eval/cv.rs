@@ -150,28 +150,8 @@ mod tests {
     use crate::corpus::{OutcomeMap, Scale};
     use crate::embed::Embedder;
     use crate::eval::metrics::tests::close;
+    use crate::eval::test_record as record;
     use crate::vote::Policy;
-
-    fn record(
-        id: &str,
-        prompt: &str,
-        benchmark: &str,
-        subject: Option<&str>,
-        small: bool,
-    ) -> OutcomeRecord {
-        OutcomeRecord {
-            id: id.into(),
-            prompt: prompt.into(),
-            source_benchmark: Some(benchmark.into()),
-            subject: subject.map(Into::into),
-            label_type: None,
-            outcomes: [
-                ("s".to_string(), serde_json::json!(small)),
-                ("l".to_string(), serde_json::json!(true)),
-            ]
-            .into(),
-        }
-    }
 
     #[test]
     fn folds_parse_and_groups_name_benchmark_and_subject() {

@@ -274,6 +274,7 @@ mod tests {
     use super::*;
     use crate::corpus::{OutcomeMap, Scale};
     use crate::embed::Embedder;
+    use crate::eval::test_record;
     use crate::vote::Policy;
 
     #[test]
@@ -298,21 +299,6 @@ mod tests {
         ));
     }
 
-    fn record(id: &str, prompt: &str, benchmark: &str, small: bool) -> OutcomeRecord {
-        OutcomeRecord {
-            id: id.into(),
-            prompt: prompt.into(),
-            source_benchmark: Some(benchmark.into()),
-            subject: None,
-            label_type: None,
-            outcomes: [
-                ("s".to_string(), serde_json::json!(small)),
-                ("l".to_string(), serde_json::json!(true)),
-            ]
-            .into(),
-        }
-    }
-
     #[test]
     fn in_domain_labels_lift_the_curve() {
         // Domain "d": prompts about apples are hard for small, about pears easy. The other
@@ -323,23 +309,26 @@ mod tests {
         for i in 0..40 {
             let hard = i % 2 == 0;
             let fruit = if hard { "apple" } else { "pear" };
-            seed.push(record(
+            seed.push(test_record(
                 &format!("d{i}"),
                 &format!("{fruit} question {i}"),
                 "d",
+                None,
                 !hard,
             ));
-            seed.push(record(
+            seed.push(test_record(
                 &format!("o{i}"),
                 &format!("{fruit} trivia {i}"),
                 "o",
+                None,
                 hard,
             ));
             if i < 20 {
-                held.push(record(
+                held.push(test_record(
                     &format!("h{i}"),
                     &format!("{fruit} question held {i}"),
                     "d",
+                    None,
                     !hard,
                 ));
             }

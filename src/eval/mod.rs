@@ -336,3 +336,27 @@ pub fn items_from_records(
     }
     Ok((items, kept, skipped))
 }
+
+/// An outcome record for tests: small's pass or fail, large always passing, outcome keys `s`
+/// and `l`.
+#[cfg(test)]
+pub(crate) fn test_record(
+    id: &str,
+    prompt: &str,
+    benchmark: &str,
+    subject: Option<&str>,
+    small: bool,
+) -> OutcomeRecord {
+    OutcomeRecord {
+        id: id.into(),
+        prompt: prompt.into(),
+        source_benchmark: Some(benchmark.into()),
+        subject: subject.map(Into::into),
+        label_type: None,
+        outcomes: [
+            ("s".to_string(), serde_json::json!(small)),
+            ("l".to_string(), serde_json::json!(true)),
+        ]
+        .into(),
+    }
+}

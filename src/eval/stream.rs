@@ -169,22 +169,8 @@ mod tests {
     use super::*;
     use crate::corpus::{outcome_examples, OutcomeMap, Scale};
     use crate::embed::Embedder;
+    use crate::eval::test_record;
     use crate::vote::Policy;
-
-    fn record(id: String, prompt: String, small: bool) -> OutcomeRecord {
-        OutcomeRecord {
-            id,
-            prompt,
-            source_benchmark: Some("b".into()),
-            subject: None,
-            label_type: None,
-            outcomes: [
-                ("s".to_string(), serde_json::json!(small)),
-                ("l".to_string(), serde_json::json!(true)),
-            ]
-            .into(),
-        }
-    }
 
     #[test]
     fn the_budget_holds_its_share_and_buys_the_offline_quality() {
@@ -195,15 +181,19 @@ mod tests {
         let mut held_out = Vec::new();
         for t in 0..90 {
             for i in 0..8 {
-                seed.push(record(
-                    format!("s{t}-{i}"),
-                    format!("topic{t} example{i}"),
+                seed.push(test_record(
+                    &format!("s{t}-{i}"),
+                    &format!("topic{t} example{i}"),
+                    "b",
+                    None,
                     i < t % 9,
                 ));
             }
-            held_out.push(record(
-                format!("h{t}"),
-                format!("topic{t} held"),
+            held_out.push(test_record(
+                &format!("h{t}"),
+                &format!("topic{t} held"),
+                "b",
+                None,
                 t % 9 >= 5,
             ));
         }
