@@ -71,6 +71,7 @@ fn config(upstream: &str, batch: usize) -> Config {
             base_url: upstream.into(),
             api_key_env: None,
             timeout_secs: 30,
+            kind: Default::default(),
         },
     );
     for t in &mut c.tiers {

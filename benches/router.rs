@@ -164,6 +164,7 @@ fn bench_vote(c: &mut Criterion) {
                 upstream: None,
                 input_price_per_mtok: 0.0,
                 output_price_per_mtok: 0.0,
+                alternates: Vec::new(),
             })
             .collect(),
     )

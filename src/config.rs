@@ -115,6 +115,14 @@ pub struct ServerConfig {
     pub retry_next_tier: bool,
     /// After SIGTERM/Ctrl-C, how long in-flight requests and streams may take to finish.
     pub shutdown_grace_secs: u64,
+    /// A session (`x-session-id`, or the body's user field with `session_from_body`) keeps
+    /// the highest tier it used for this long after its last request.
+    pub session_ttl_secs: u64,
+    /// Sessions remembered at once; the least recently used beyond it are forgotten.
+    pub session_capacity: usize,
+    /// Also take the session key from the body: `user` (OpenAI) or `metadata.user_id`
+    /// (Anthropic).
+    pub session_from_body: bool,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +138,9 @@ impl Default for ServerConfig {
             context_weight: 0.5,
             retry_next_tier: false,
             shutdown_grace_secs: 30,
+            session_ttl_secs: 3600,
+            session_capacity: 100_000,
+            session_from_body: false,
         }
     }
 }
@@ -148,6 +159,9 @@ impl ServerConfig {
         }
         if !(self.context_weight >= 0.0 && self.context_weight.is_finite()) {
             return bad("context_weight must be a finite number >= 0");
+        }
+        if self.session_capacity == 0 {
+            return bad("session_capacity must be at least 1");
         }
         Ok(())
     }
@@ -251,6 +265,29 @@ pub struct UpstreamConfig {
     pub api_key_env: Option<String>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// The protocol it speaks: `openai` (chat completions, responses; the default) or
+    /// `anthropic` (messages).
+    #[serde(default)]
+    pub kind: UpstreamKind,
+}
+
+/// The API family an upstream speaks. A request is only forwarded to an upstream of its own
+/// kind: there is no translation between protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    #[default]
+    OpenAI,
+    Anthropic,
+}
+
+impl std::fmt::Display for UpstreamKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamKind::OpenAI => "openai",
+            UpstreamKind::Anthropic => "anthropic",
+        })
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -347,13 +384,38 @@ impl Config {
             self.budget_limits(&tiers, b)?;
         }
         for t in tiers.iter() {
-            if let Some(u) = &t.upstream {
-                if !self.upstreams.contains_key(u) {
+            let mut kinds = Vec::new();
+            let names = t
+                .upstream
+                .iter()
+                .chain(t.alternates.iter().map(|a| &a.upstream));
+            for u in names {
+                let Some(up) = self.upstreams.get(u) else {
                     return bad(format!(
                         "tier `{}` names upstream `{u}`, which is not in [upstreams]",
                         t.name
                     ));
+                };
+                if kinds.contains(&up.kind) {
+                    return bad(format!(
+                        "tier `{}` has two upstreams of kind `{}` (`{u}` is the second): a \
+                         request of that kind would only ever reach the first",
+                        t.name, up.kind
+                    ));
                 }
+                kinds.push(up.kind);
+            }
+            if t.upstream.is_none() && !t.alternates.is_empty() {
+                return bad(format!(
+                    "tier `{}` has alternates but no upstream of its own",
+                    t.name
+                ));
+            }
+            if let Some(a) = t.alternates.iter().find(|a| a.model.trim().is_empty()) {
+                return bad(format!(
+                    "tier `{}`: the alternate on `{}` has an empty model",
+                    t.name, a.upstream
+                ));
             }
         }
         for (name, u) in &self.upstreams {

@@ -18,6 +18,18 @@ pub struct Tier {
     pub input_price_per_mtok: f64,
     #[serde(default)]
     pub output_price_per_mtok: f64,
+    /// The same tier on upstreams of other kinds: a request of a protocol the main upstream
+    /// does not speak goes to the first alternate whose upstream speaks it, with its model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<Alternate>,
+}
+
+/// Another model standing for a tier on another upstream (`[[tiers.alternates]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alternate {
+    pub model: String,
+    pub upstream: String,
 }
 
 /// The tiers, cheapest first. Indices into this list are the tier ids used by the vote.
@@ -110,6 +122,7 @@ pub(crate) fn test_tiers(names: &[&str]) -> Tiers {
                 upstream: None,
                 input_price_per_mtok: i as f64,
                 output_price_per_mtok: i as f64,
+                alternates: Vec::new(),
             })
             .collect(),
     )

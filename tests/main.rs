@@ -10,6 +10,7 @@ mod eval_data;
 mod harness;
 mod learning_loop;
 mod loop_cli;
+mod protocols;
 mod server;
 mod server_upstream;
 mod util;

@@ -1,6 +1,7 @@
-//! A local OpenAI-compatible upstream for the server tests: `POST /v1/chat/completions`
-//! answers a chat completion naming the model it received (streamed as SSE chunks when asked),
-//! and records what it received (model, Authorization, raw body). It can also fail with a
+//! A local upstream for the server tests: `POST /v1/chat/completions` answers a chat
+//! completion naming the model it received (streamed as SSE chunks when asked), `/v1/responses`
+//! and Anthropic's `/v1/messages` (and `/count_tokens`) answer in their own shapes, and every
+//! request is recorded (path, model, key headers, raw body). It can also fail with a
 //! status, hang before its headers, or hold its stream after the first chunk until the test
 //! releases it, so tests can tell chunk-by-chunk relaying and shutdown mid-stream from
 //! buffering without timing assertions.
@@ -28,8 +29,13 @@ pub enum Behavior {
 /// What one request looked like on arrival.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The path below `/v1`, e.g. `chat/completions` or `messages`.
+    pub path: String,
     pub model: String,
     pub authorization: Option<String>,
+    pub x_api_key: Option<String>,
+    pub anthropic_version: Option<String>,
+    pub anthropic_beta: Option<String>,
     pub body: String,
 }
 
@@ -75,6 +81,12 @@ impl FakeUpstream {
                 "/v1/chat/completions",
                 axum::routing::post(chat_completions),
             )
+            .route("/v1/responses", axum::routing::post(responses))
+            .route("/v1/messages", axum::routing::post(messages))
+            .route(
+                "/v1/messages/count_tokens",
+                axum::routing::post(count_tokens),
+            )
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -105,34 +117,149 @@ pub fn refused_base_url() -> String {
     format!("http://{addr}/v1")
 }
 
-async fn chat_completions(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// Records a request; `Err` is the response its behavior asks for instead of an answer.
+async fn receive(
+    shared: &Shared,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<serde_json::Value, Response> {
     let text = String::from_utf8(body.to_vec()).expect("the router sends UTF-8");
     let json: serde_json::Value = serde_json::from_str(&text).expect("the router sends JSON");
-    let model = json["model"].as_str().unwrap_or_default().to_string();
+    let h = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
     shared.received.lock().unwrap().push(Received {
-        model: model.clone(),
-        authorization: headers
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_string()),
+        path: path.to_string(),
+        model: json["model"].as_str().unwrap_or_default().to_string(),
+        authorization: h("authorization"),
+        x_api_key: h("x-api-key"),
+        anthropic_version: h("anthropic-version"),
+        anthropic_beta: h("anthropic-beta"),
         body: text,
     });
     match shared.behavior {
         Behavior::Fail(status) => {
             let status = StatusCode::from_u16(status).unwrap();
-            let error = serde_json::json!({"error": {
-                "message": format!("{} failed on purpose", shared.name),
-                "type": "fake_error",
-                "code": status.as_u16().to_string(),
-            }});
-            return (status, axum::Json(error)).into_response();
+            let message = format!("{} failed on purpose", shared.name);
+            let error = if path.starts_with("messages") {
+                serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+            } else {
+                serde_json::json!({"error": {
+                    "message": message,
+                    "type": "fake_error",
+                    "code": status.as_u16().to_string(),
+                }})
+            };
+            Err((status, axum::Json(error)).into_response())
         }
-        Behavior::Hang(t) => tokio::time::sleep(t).await,
-        Behavior::Answer => {}
+        Behavior::Hang(t) => {
+            tokio::time::sleep(t).await;
+            Ok(json)
+        }
+        Behavior::Answer => Ok(json),
     }
+}
+
+async fn responses(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let json = match receive(&shared, "responses", &headers, &body).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let model = json["model"].as_str().unwrap_or_default().to_string();
+    let text = format!("{} answered with {model}", shared.name);
+    if json["stream"].as_bool() == Some(true) {
+        let events = [
+            (
+                "response.created",
+                serde_json::json!({"response": {"id": "resp_fake", "model": model}}),
+            ),
+            (
+                "response.output_text.delta",
+                serde_json::json!({"delta": text}),
+            ),
+            (
+                "response.completed",
+                serde_json::json!({"response": {"id": "resp_fake", "model": model}}),
+            ),
+        ];
+        return sse(&events);
+    }
+    axum::Json(serde_json::json!({
+        "id": "resp_fake",
+        "object": "response",
+        "model": model,
+        "output": [{"type": "message", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text}]}],
+    }))
+    .into_response()
+}
+
+async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let json = match receive(&shared, "messages", &headers, &body).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let model = json["model"].as_str().unwrap_or_default().to_string();
+    let text = format!("{} answered with {model}", shared.name);
+    if json["stream"].as_bool() == Some(true) {
+        let events = [
+            (
+                "message_start",
+                serde_json::json!({"message": {"id": "msg_fake", "model": model}}),
+            ),
+            (
+                "content_block_delta",
+                serde_json::json!({"index": 0, "delta": {"type": "text_delta", "text": text}}),
+            ),
+            ("message_stop", serde_json::json!({})),
+        ];
+        return sse(&events);
+    }
+    (
+        [("request-id", "upstream-msg-1")],
+        axum::Json(serde_json::json!({
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+        })),
+    )
+        .into_response()
+}
+
+async fn count_tokens(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match receive(&shared, "messages/count_tokens", &headers, &body).await {
+        Ok(_) => axum::Json(serde_json::json!({"input_tokens": 7})).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Named server-sent events, all at once.
+fn sse(events: &[(&str, serde_json::Value)]) -> Response {
+    let mut text = String::new();
+    for (name, data) in events {
+        let mut data = data.clone();
+        data["type"] = (*name).into();
+        text.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+    }
+    ([("content-type", "text/event-stream")], text).into_response()
+}
+
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json = match receive(&shared, "chat/completions", &headers, &body).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    let model = json["model"].as_str().unwrap_or_default().to_string();
     let content = format!("{} answered with {model}", shared.name);
     if json["stream"].as_bool() == Some(true) {
         return stream(shared, model);

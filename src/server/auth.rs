@@ -1,4 +1,5 @@
-//! Bearer-token auth for the `/v1` routes: the tokens come from the variable that
+//! Key auth for the `/v1` routes (`Authorization: Bearer`, or `x-api-key` as Anthropic's SDK
+//! sends it): the tokens come from the variable that
 //! `server.api_keys_env` names (comma-separated); with none configured the API is open.
 //! Tokens are compared in constant time. The client's key is only ever checked here: the
 //! proxy sends each upstream its own key.
@@ -19,19 +20,23 @@ pub async fn require_key(
     if keys.is_empty() {
         return Ok(next.run(req).await);
     }
-    let token = req
-        .headers()
+    // `Authorization: Bearer <key>` (OpenAI clients; the scheme is case-insensitive), or
+    // `x-api-key: <key>` (Anthropic clients).
+    let headers = req.headers();
+    let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
         })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     match token {
         None => Err(ApiError::unauthorized(
             "missing_api_key",
-            "this server needs an API key: send `Authorization: Bearer <key>`",
+            "this server needs an API key: send `Authorization: Bearer <key>` (or `x-api-key: \
+             <key>`)",
         )),
         Some(t) if keys.iter().any(|k| same(k.as_bytes(), t.as_bytes())) => Ok(next.run(req).await),
         Some(_) => Err(ApiError::unauthorized(

@@ -147,16 +147,55 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({
             "error": {"message": self.message, "type": self.kind, "code": self.code}
         });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let status = self.status;
+        let retry_after = self.retry_after;
+        let mut response = (status, axum::Json(body)).into_response();
+        // Kept for [`anthropic_errors`], which re-renders it in Anthropic's shape.
+        response.extensions_mut().insert(self);
         let headers = response.headers_mut();
-        if let Some(secs) = self.retry_after {
+        if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
+}
+
+/// Anthropic's error `type` for a status, so its SDK raises its own error classes.
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 405 | 409 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// Middleware for the Anthropic endpoints: the router's own errors (not an upstream's, which
+/// are relayed as they are) in Anthropic's shape, `{"type": "error", "error": {"type",
+/// "message"}}`, with our stable `code` beside them.
+pub async fn anthropic_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(req).await;
+    let Some(e) = response.extensions_mut().remove::<ApiError>() else {
+        return response;
+    };
+    let body = serde_json::json!({
+        "type": "error",
+        "error": {"type": anthropic_type(e.status), "message": e.message, "code": e.code},
+    });
+    let mut out = (e.status, axum::Json(body)).into_response();
+    for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(v) = response.headers().get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
 }
 
 impl From<Error> for ApiError {

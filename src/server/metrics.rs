@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by endpoint and status, decisions by tier, route latency,
 //! batch sizes, queue depth, upstream latency and errors by tier, indexed examples, the
-//! decision log (written, dropped), feedback by result, and the budget (target, tier shares). One
+//! decision log (written, dropped), feedback by result, the budget (target, tier shares) and
+//! sessions (held, evicted). One
 //! registry per server (tests run several servers in one process), rendered at `/metrics`.
 
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct Metrics {
     pub(crate) feedback: IntCounterVec,
     pub(crate) budget_target: Gauge,
     pub(crate) tier_share: GaugeVec,
+    pub(crate) sessions: IntGauge,
+    pub(crate) session_evictions: IntGauge,
 }
 
 impl Metrics {
@@ -139,8 +142,21 @@ impl Metrics {
             &["tier"],
         )
         .expect("valid metric");
+        let sessions = IntGauge::new(
+            "model_router_sessions",
+            "Sessions remembered (their highest tier, within server.session_ttl_secs).",
+        )
+        .expect("valid metric");
+        // A gauge fed from the session map's own count (monotonic, like a counter).
+        let session_evictions = IntGauge::new(
+            "model_router_session_evictions_total",
+            "Sessions forgotten to stay within server.session_capacity.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions.clone()),
+            Box::new(session_evictions.clone()),
             Box::new(log_dropped.clone()),
             Box::new(log_written.clone()),
             Box::new(feedback.clone()),
@@ -175,6 +191,8 @@ impl Metrics {
             feedback,
             budget_target,
             tier_share,
+            sessions,
+            session_evictions,
         }
     }
 

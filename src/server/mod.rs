@@ -15,6 +15,7 @@ mod feedback;
 pub mod metrics;
 mod proxy;
 mod route;
+mod session;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::batcher::{BatchObserver, BatchOptions, Batcher, ContextRule, Query, Shadow};
 use crate::budget::Budget;
-use crate::config::{Config, LogConfig, ServerConfig};
+use crate::config::{Config, LogConfig, ServerConfig, UpstreamKind};
 use crate::decision_log::{
     find_decision, DecisionLog, DecisionRecord, LogOptions, LoggedPolicy, RecentDecisions,
 };
@@ -55,8 +56,11 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     settings: ServerConfig,
     tiers: Tiers,
-    /// Per tier (same index), the upstream that serves it, if any.
-    upstreams: Vec<Option<Arc<Upstream>>>,
+    /// Per tier (same index), where it is served: its own model and upstream first, then its
+    /// alternates on upstreams of other kinds. Empty: it can be routed to but not forwarded.
+    targets: Vec<Vec<Target>>,
+    /// Sessions and the highest tier each has used.
+    sessions: session::Sessions,
     /// Accepted bearer tokens; empty = no auth.
     api_keys: Vec<String>,
     examples_path: std::path::PathBuf,
@@ -81,11 +85,28 @@ struct Shared {
 /// An upstream as the proxy uses it: the resolved URL and key.
 pub(crate) struct Upstream {
     pub name: String,
-    pub chat_url: String,
+    /// e.g. `https://api.openai.com/v1`; endpoints are paths below it.
+    pub base_url: String,
+    pub kind: UpstreamKind,
     /// The upstream's own key (from its `api_key_env`); never the client's.
     pub api_key: Option<String>,
     /// Time allowed until the response headers, and between two body chunks; `None` = no limit.
     pub timeout: Option<Duration>,
+}
+
+/// A routing decision as a handler gets it.
+pub(crate) struct Decided {
+    pub decision: Decision,
+    /// Queueing, embedding and the vote.
+    pub took: Duration,
+    /// The session's tier after this request, when the request named a session.
+    pub session_tier: Option<String>,
+}
+
+/// A tier on one upstream: the model to send it as.
+pub(crate) struct Target {
+    pub model: String,
+    pub upstream: Arc<Upstream>,
 }
 
 /// The model and index, once loaded.
@@ -102,34 +123,47 @@ impl AppState {
     /// upstream's key (`api_key_env`) are read through it, once.
     pub fn new(config: &Config, secret: impl Fn(&str) -> Option<String>) -> Result<AppState> {
         let tiers = config.tiers()?;
-        let mut upstreams = Vec::with_capacity(tiers.len());
-        for tier in tiers.iter() {
-            let Some(name) = &tier.upstream else {
-                upstreams.push(None);
-                continue;
-            };
-            let u = config.upstreams.get(name).ok_or_else(|| {
-                Error::Config(format!(
-                    "tier `{}` names unknown upstream `{name}`",
-                    tier.name
-                ))
-            })?;
+        let mut upstreams: std::collections::BTreeMap<&str, Arc<Upstream>> = Default::default();
+        for (name, u) in &config.upstreams {
             let api_key = match &u.api_key_env {
                 Some(var) => {
                     let key = secret(var).filter(|k| !k.trim().is_empty());
                     if key.is_none() {
-                        tracing::warn!(upstream = %name, var = %var, "the upstream's key variable is unset: requests go without Authorization");
+                        tracing::warn!(upstream = %name, var = %var, "the upstream's key variable is unset: requests go without a key");
                     }
                     key.map(|k| k.trim().to_string())
                 }
                 None => None,
             };
-            upstreams.push(Some(Arc::new(Upstream {
-                name: name.clone(),
-                chat_url: format!("{}/chat/completions", u.base_url.trim_end_matches('/')),
-                api_key,
-                timeout: (u.timeout_secs > 0).then(|| Duration::from_secs(u.timeout_secs)),
-            })));
+            upstreams.insert(
+                name,
+                Arc::new(Upstream {
+                    name: name.clone(),
+                    base_url: u.base_url.trim_end_matches('/').to_string(),
+                    kind: u.kind,
+                    api_key,
+                    timeout: (u.timeout_secs > 0).then(|| Duration::from_secs(u.timeout_secs)),
+                }),
+            );
+        }
+        let mut targets = Vec::with_capacity(tiers.len());
+        for tier in tiers.iter() {
+            let own = tier.upstream.iter().map(|u| (&tier.model, u));
+            let others = tier.alternates.iter().map(|a| (&a.model, &a.upstream));
+            let mut served = Vec::new();
+            for (model, name) in own.chain(others) {
+                let upstream = upstreams.get(name.as_str()).ok_or_else(|| {
+                    Error::Config(format!(
+                        "tier `{}` names unknown upstream `{name}`",
+                        tier.name
+                    ))
+                })?;
+                served.push(Target {
+                    model: model.clone(),
+                    upstream: upstream.clone(),
+                });
+            }
+            targets.push(served);
         }
         let api_keys: Vec<String> = match &config.server.api_keys_env {
             Some(var) => {
@@ -186,7 +220,11 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             settings: config.server.clone(),
             tiers,
-            upstreams,
+            targets,
+            sessions: session::Sessions::new(
+                Duration::from_secs(config.server.session_ttl_secs),
+                config.server.session_capacity,
+            ),
             api_keys,
             examples_path: config.routing.examples.clone(),
             engine: OnceLock::new(),
@@ -261,8 +299,33 @@ impl AppState {
         &self.0.tiers
     }
 
-    pub(crate) fn upstream(&self, tier: usize) -> Option<&Arc<Upstream>> {
-        self.0.upstreams.get(tier).and_then(Option::as_ref)
+    /// Where `tier` is served for requests of `kind`.
+    pub(crate) fn target(&self, tier: usize, kind: UpstreamKind) -> Option<&Target> {
+        self.0
+            .targets
+            .get(tier)?
+            .iter()
+            .find(|t| t.upstream.kind == kind)
+    }
+
+    /// The model names that stand for `tier` in requests of `kind`: its own model (unless its
+    /// upstream speaks another kind) and its alternates of that kind.
+    pub(crate) fn models_for(&self, tier: usize, kind: UpstreamKind) -> Vec<&str> {
+        let targets = self.targets(tier);
+        let mut models: Vec<&str> = targets
+            .iter()
+            .filter(|t| t.upstream.kind == kind)
+            .map(|t| t.model.as_str())
+            .collect();
+        if targets.is_empty() {
+            models.push(&self.0.tiers[tier].model);
+        }
+        models
+    }
+
+    /// Every place `tier` is served (its own upstream first).
+    pub(crate) fn targets(&self, tier: usize) -> &[Target] {
+        self.0.targets.get(tier).map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn client(&self) -> &reqwest::Client {
@@ -296,7 +359,8 @@ impl AppState {
         endpoint: &'static str,
         query: Query,
         quality_target: Option<f32>,
-    ) -> std::result::Result<(Decision, Duration), ApiError> {
+        session: Option<&str>,
+    ) -> std::result::Result<Decided, ApiError> {
         let engine = self.engine()?;
         let mut policy: Policy = engine.router.policy().clone();
         if let Some(q) = quality_target {
@@ -327,6 +391,25 @@ impl AppState {
         }
         decision.id = Some(id.to_string());
         let tiers = self.tiers();
+        let session_tier = session.map(|key| {
+            let routed = tiers
+                .position(&decision.tier)
+                .unwrap_or(policy.fallback_tier);
+            let sticky = self.0.sessions.escalate(key, routed, Instant::now());
+            if sticky.tier != routed {
+                decision.reason += &format!(
+                    "; session: kept at `{}`, the highest tier it has used (this turn alone: \
+                     `{}`)",
+                    tiers[sticky.tier].name, decision.tier
+                );
+                decision.tier = tiers[sticky.tier].name.clone();
+                decision.model = tiers[sticky.tier].model.clone();
+            }
+            let m = &self.0.metrics;
+            m.sessions.set(self.0.sessions.len() as i64);
+            m.session_evictions.set(self.0.sessions.evictions() as i64);
+            tiers[sticky.tier].name.clone()
+        });
         let mut logged = LoggedPolicy::new(&policy, tiers);
         if let Some(budget) = &self.0.budget {
             let quality: Vec<Option<f32>> = tiers
@@ -373,7 +456,23 @@ impl AppState {
             log.log((*record).clone());
         }
         lock(&self.0.recent).insert(record);
-        Ok((decision, took))
+        Ok(Decided {
+            decision,
+            took,
+            session_tier,
+        })
+    }
+
+    /// A decision that is only looked at (`/v1/messages/count_tokens`): the current policy
+    /// (budget included), but not logged, budgeted, or counted in a session.
+    pub(crate) async fn peek(&self, query: Query) -> std::result::Result<Decision, ApiError> {
+        let engine = self.engine()?;
+        let mut policy: Policy = engine.router.policy().clone();
+        if let Some(budget) = &self.0.budget {
+            policy.quality_target = lock(budget).target();
+        }
+        let (pending, _) = engine.batcher.submit_with_shadow(query, policy, None)?;
+        Ok(pending.await?)
     }
 
     /// Logs the shadow's decision once it is made (after the request's own is answered).
@@ -492,9 +591,18 @@ fn rand_id() -> u128 {
 /// The HTTP API over a state. Routes under `/v1` need a bearer key when keys are configured;
 /// `/healthz`, `/readyz` and `/metrics` are always open.
 pub fn app(state: AppState) -> axum::Router {
+    let anthropic = axum::Router::new()
+        .route("/v1/messages", post(proxy::messages))
+        .route("/v1/messages/count_tokens", post(proxy::count_tokens))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .layer(axum::middleware::from_fn(error::anthropic_errors));
     let api = axum::Router::new()
         .route("/v1/route", post(route::route))
         .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/responses", post(proxy::responses))
         .route("/v1/models", get(route::models))
         .route("/v1/examples", post(route::add_examples))
         .route("/v1/feedback", post(feedback::feedback))
@@ -507,7 +615,8 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics));
     let limit = state.settings().body_limit_bytes;
-    api.merge(open)
+    api.merge(anthropic)
+        .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -1,8 +1,10 @@
-//! OpenAI-compatible forwarding: `POST /v1/chat/completions`.
+//! Forwarding: OpenAI `POST /v1/chat/completions` and `POST /v1/responses`, Anthropic
+//! `POST /v1/messages` and `POST /v1/messages/count_tokens`, each only to upstreams of its own
+//! kind (no protocol translation: a tier without one is a `400 upstream_protocol_mismatch`).
 //!
-//! `model: "auto"` routes the chat (latest user turn, earlier ones as context); a tier name
-//! forces that tier; a tier's concrete model name passes through to that tier's upstream;
-//! anything else is a 400. The body is kept as raw JSON members in order and only `model` is
+//! `model: "auto"` routes on the user's text (latest user turn, earlier ones as context; for
+//! responses, `input`); a tier name forces that tier; a model a tier is served as passes
+//! through to that tier; anything else is a 400. A session (`x-session-id`) only escalates. The body is kept as raw JSON members in order and only `model` is
 //! rewritten, so every other field (tools, temperature, response_format...) reaches the
 //! upstream byte for byte. The upstream gets its own key, never the client's. The response,
 //! streamed or not, is relayed chunk by chunk as it arrives, with `x-router-tier`,
@@ -25,7 +27,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::route::{conversation, decision_headers, server_timing, Message};
+use super::session::session_key;
 use super::{ApiError, ApiJson, AppState, Metrics, Upstream};
+use crate::batcher::{ContextRule, Query};
+use crate::config::UpstreamKind;
 
 /// A JSON object kept as its members' raw text, in their order.
 #[derive(Debug)]
@@ -88,10 +93,138 @@ impl RawObject {
     }
 }
 
+/// The APIs the router forwards, each to upstreams of its own kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// OpenAI `POST /v1/chat/completions`.
+    Chat,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
+}
+
+impl Api {
+    pub fn kind(self) -> UpstreamKind {
+        match self {
+            Api::Chat | Api::Responses => UpstreamKind::OpenAI,
+            Api::Messages | Api::CountTokens => UpstreamKind::Anthropic,
+        }
+    }
+
+    /// The path below an upstream's base URL.
+    fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "chat/completions",
+            Api::Responses => "responses",
+            Api::Messages => "messages",
+            Api::CountTokens => "messages/count_tokens",
+        }
+    }
+
+    /// The `endpoint` of the decision log.
+    fn endpoint(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Responses => "responses",
+            Api::Messages => "messages",
+            Api::CountTokens => "count_tokens",
+        }
+    }
+
+    fn route(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Responses => "/v1/responses",
+            Api::Messages => "/v1/messages",
+            Api::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
+    /// What the router routes on: the user's text, by the multi-turn rule.
+    fn query(self, body: &RawObject, rule: ContextRule) -> Result<Query, ApiError> {
+        let field = match self {
+            Api::Responses => "input",
+            _ => "messages",
+        };
+        let Some(raw) = body.get(field) else {
+            return Err(ApiError::bad_request(
+                "missing_query",
+                format!("`{field}` is required"),
+            ));
+        };
+        if self == Api::Responses {
+            if let Ok(text) = serde_json::from_str::<String>(raw.get()) {
+                return Ok(Query::text(&text)?);
+            }
+        }
+        let messages: Vec<Message> = serde_json::from_str(raw.get()).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_messages",
+                format!("`{field}` is not a list of messages: {e}"),
+            )
+        })?;
+        conversation(&messages, rule)
+    }
+
+    /// The body's own user id, a session key when `server.session_from_body` is set.
+    fn body_user(self, body: &RawObject) -> Option<String> {
+        match self {
+            Api::Chat | Api::Responses => body
+                .get("user")
+                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()),
+            Api::Messages | Api::CountTokens => body.get("metadata").and_then(|raw| {
+                serde_json::from_str::<serde_json::Value>(raw.get())
+                    .ok()?
+                    .get("user_id")?
+                    .as_str()
+                    .map(String::from)
+            }),
+        }
+    }
+}
+
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<RawObject>,
+) -> Result<Response, ApiError> {
+    proxy(state, headers, body, Api::Chat).await
+}
+
+pub async fn responses(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RawObject>,
+) -> Result<Response, ApiError> {
+    proxy(state, headers, body, Api::Responses).await
+}
+
+pub async fn messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RawObject>,
+) -> Result<Response, ApiError> {
+    proxy(state, headers, body, Api::Messages).await
+}
+
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RawObject>,
+) -> Result<Response, ApiError> {
+    proxy(state, headers, body, Api::CountTokens).await
+}
+
+/// One forwarding request: pick the tier (`auto` routes; a tier name or a served model forces
+/// it), then forward.
+async fn proxy(
+    state: AppState,
+    headers: HeaderMap,
+    body: RawObject,
+    api: Api,
 ) -> Result<Response, ApiError> {
     let model: String = match body.get("model") {
         None => {
@@ -108,48 +241,66 @@ pub async fn chat_completions(
         .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok())
         .unwrap_or(false);
     let tiers = state.tiers();
-    let (tier, confidence, decided_in) = if model == "auto" {
-        let messages: Vec<Message> = match body.get("messages") {
-            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_messages",
-                    format!("`messages` is not a list of chat messages: {e}"),
+    let chosen = if model == "auto" {
+        let query = api.query(&body, state.context_rule())?;
+        let (decision, took, session_tier) = if api == Api::CountTokens {
+            (state.peek(query).await?, None, None)
+        } else {
+            let session = session_key(
+                &headers,
+                api.body_user(&body),
+                state.settings().session_from_body,
+            )
+            .map_err(|m| ApiError::bad_request("invalid_session", m))?;
+            let id = super::request_id(&headers);
+            let d = state
+                .decide(
+                    &id,
+                    api.endpoint(),
+                    query,
+                    quality_target(&headers)?,
+                    session.as_deref(),
                 )
-            })?,
-            None => {
-                return Err(ApiError::bad_request(
-                    "missing_query",
-                    "`messages` is required",
-                ))
-            }
+                .await?;
+            (d.decision, Some(d.took), d.session_tier)
         };
-        let query = conversation(&messages, state.context_rule())?;
-        let id = super::request_id(&headers);
-        let (d, took) = state
-            .decide(&id, "chat", query, quality_target(&headers)?)
-            .await?;
-        let tier = tiers
-            .position(&d.tier)
-            .ok_or_else(|| ApiError::internal(format!("decided on unknown tier {}", d.tier)))?;
-        (tier, d.confidence, Some(took))
-    } else if let Some(tier) = tiers.position(&model) {
-        (tier, 1.0, None)
-    } else if let Some(tier) = tiers.iter().position(|t| t.model == model) {
-        (tier, 1.0, None)
+        let tier = tiers.position(&decision.tier).ok_or_else(|| {
+            ApiError::internal(format!("decided on unknown tier {}", decision.tier))
+        })?;
+        Chosen {
+            tier,
+            confidence: decision.confidence,
+            decided_in: took,
+            session_tier,
+        }
     } else {
-        let names = tiers.names().join(", ");
-        let models: Vec<&str> = tiers.iter().map(|t| t.model.as_str()).collect();
-        return Err(ApiError::bad_request(
-            "model_not_found",
-            format!("the model `{model}` is not served here: use `auto`, a tier ({names}) or a tier's model ({})", models.join(", ")),
-        ));
+        // A tier's name, or a model some tier is served as (on an upstream of this kind).
+        let tier = tiers.position(&model).or_else(|| {
+            (0..tiers.len()).find(|&t| state.models_for(t, api.kind()).contains(&model.as_str()))
+        });
+        let Some(tier) = tier else {
+            let names = tiers.names().join(", ");
+            let models: Vec<&str> = (0..tiers.len())
+                .flat_map(|t| state.models_for(t, api.kind()))
+                .collect();
+            return Err(ApiError::bad_request(
+                "model_not_found",
+                format!(
+                    "the model `{model}` is not served here: use `auto`, a tier ({names}) or a \
+                     tier's {} model ({})",
+                    api.kind(),
+                    models.join(", ")
+                ),
+            ));
+        };
+        Chosen {
+            tier,
+            confidence: 1.0,
+            decided_in: None,
+            session_tier: None,
+        }
     };
-    let chosen = Chosen {
-        tier,
-        confidence,
-        decided_in,
-    };
-    forward(&state, &body, chosen, stream).await
+    forward(&state, &headers, &body, chosen, stream, api).await
 }
 
 /// The tier a request goes to first, and how it was chosen.
@@ -159,6 +310,8 @@ struct Chosen {
     confidence: f32,
     /// How long the decision took (`auto` only).
     decided_in: Option<Duration>,
+    /// The session's tier, when the request named a session.
+    session_tier: Option<String>,
 }
 
 /// `x-router-quality-target: 0.5` overrides the quality target for this request (the OpenAI
@@ -237,27 +390,57 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Sends to the chosen tier's upstream, climbing to the next tier with an upstream on a
-/// failure before the first byte when `retry_next_tier` is set.
+/// Sends to the chosen tier's upstream of the request's kind, climbing to the next tier served
+/// by that kind on a failure before the first byte when `retry_next_tier` is set.
 async fn forward(
     state: &AppState,
+    request_headers: &HeaderMap,
     body: &RawObject,
     chosen: Chosen,
     stream: bool,
+    api: Api,
 ) -> Result<Response, ApiError> {
     let tiers = state.tiers();
+    let kind = api.kind();
     let mut tier = chosen.tier;
     loop {
         let name = &tiers[tier].name;
-        let Some(upstream) = state.upstream(tier) else {
-            return Err(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                "no_upstream",
-                format!("tier `{name}` has no upstream: it can be routed to but not forwarded"),
+        let Some(target) = state.target(tier, kind) else {
+            let served = state.targets(tier);
+            if served.is_empty() {
+                return Err(ApiError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "no_upstream",
+                    format!("tier `{name}` has no upstream: it can be routed to but not forwarded"),
+                ));
+            }
+            let kinds: Vec<String> = served
+                .iter()
+                .map(|t| format!("`{}` ({})", t.upstream.name, t.upstream.kind))
+                .collect();
+            return Err(ApiError::bad_request(
+                "upstream_protocol_mismatch",
+                format!(
+                    "{} needs an upstream of kind {kind}, but tier `{name}` is served only by {}: \
+                     add a [[tiers.alternates]] entry on a {kind} upstream to that tier (see \
+                     docs/http.md)",
+                    api.route(),
+                    kinds.join(", ")
+                ),
             ));
         };
-        let model = &tiers[tier].model;
-        match send(state, upstream, body.with_model(model), stream).await {
+        let upstream = &target.upstream;
+        let model = &target.model;
+        match send(
+            state,
+            upstream,
+            request_headers,
+            body.with_model(model),
+            stream,
+            api,
+        )
+        .await
+        {
             Ok((response, took)) => {
                 state.metrics().upstream_ok(name, took);
                 let mut headers = decision_headers(name, model, chosen.confidence);
@@ -265,6 +448,13 @@ async fn forward(
                     if let Ok(v) = HeaderValue::from_str(&tiers[chosen.tier].name) {
                         headers.insert("x-router-fallback-from", v);
                     }
+                }
+                if let Some(v) = chosen
+                    .session_tier
+                    .as_deref()
+                    .and_then(|t| HeaderValue::from_str(t).ok())
+                {
+                    headers.insert("x-router-session-tier", v);
                 }
                 let mut phases = Vec::from_iter(chosen.decided_in.map(|d| ("route", d)));
                 phases.push(("upstream", took));
@@ -284,7 +474,7 @@ async fn forward(
                 let next = state
                     .settings()
                     .retry_next_tier
-                    .then(|| (tier + 1..tiers.len()).find(|&t| state.upstream(t).is_some()))
+                    .then(|| (tier + 1..tiers.len()).find(|&t| state.target(t, kind).is_some()))
                     .flatten();
                 match next {
                     Some(up) => tier = up,
@@ -295,24 +485,46 @@ async fn forward(
     }
 }
 
+/// The `anthropic-version` sent when the client sent none.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// One attempt, up to the response headers. A 5xx is a failure; other statuses (a 400 or 429
 /// from the upstream) are the upstream's answer and go back to the client as they are.
 async fn send(
     state: &AppState,
     upstream: &Upstream,
+    request_headers: &HeaderMap,
     body: Vec<u8>,
     stream: bool,
+    api: Api,
 ) -> Result<(reqwest::Response, Duration), Failure> {
     let mut request = state
         .client()
-        .post(&upstream.chat_url)
+        .post(format!("{}/{}", upstream.base_url, api.path()))
         .header(CONTENT_TYPE, "application/json")
         .body(body);
     if stream {
         request = request.header(ACCEPT, "text/event-stream");
     }
-    if let Some(key) = &upstream.api_key {
-        request = request.bearer_auth(key);
+    match upstream.kind {
+        UpstreamKind::OpenAI => {
+            if let Some(key) = &upstream.api_key {
+                request = request.bearer_auth(key);
+            }
+        }
+        UpstreamKind::Anthropic => {
+            if let Some(key) = &upstream.api_key {
+                request = request.header("x-api-key", key);
+            }
+            let version = request_headers
+                .get("anthropic-version")
+                .cloned()
+                .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
+            request = request.header("anthropic-version", version);
+            for beta in request_headers.get_all("anthropic-beta") {
+                request = request.header("anthropic-beta", beta.clone());
+            }
+        }
     }
     let started = Instant::now();
     let sent = request.send();
@@ -341,8 +553,11 @@ async fn send(
 /// is relayed as a stream).
 fn forwardable(name: &HeaderName) -> bool {
     let n = name.as_str();
-    matches!(n, "content-type" | "cache-control" | "retry-after")
-        || n.starts_with("openai-")
+    matches!(
+        n,
+        "content-type" | "cache-control" | "retry-after" | "request-id"
+    ) || n.starts_with("openai-")
+        || n.starts_with("anthropic-")
         || n.starts_with("x-ratelimit-")
 }
 

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
+use super::session::session_key;
 use super::{auth, ApiError, ApiJson, AppState};
 use crate::batcher::{ContextRule, Query};
 use crate::corpus::update_examples;
@@ -30,14 +31,18 @@ pub struct RouteRequest {
 }
 
 /// One chat message as far as routing cares; other fields (name, tool calls...) are ignored.
+/// The same shape reads Anthropic messages and Responses input items; items without a role
+/// (tool outputs, reasoning) are not user turns.
 #[derive(Debug, Deserialize)]
 pub struct Message {
+    #[serde(default)]
     role: String,
     #[serde(default)]
     content: Option<Content>,
 }
 
-/// A message's content: a string or a list of parts, of which only text parts are read.
+/// A message's content: a string or a list of parts, of which only text parts are read
+/// (`text`; the Responses API's `input_text`). Images, tool results and the rest are not.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
@@ -60,7 +65,7 @@ impl Message {
             Some(Content::Text(t)) => t.clone(),
             Some(Content::Parts(parts)) => parts
                 .iter()
-                .filter(|p| p.kind == "text")
+                .filter(|p| p.kind == "text" || p.kind == "input_text")
                 .filter_map(|p| p.text.as_deref())
                 .collect::<Vec<_>>()
                 .join("\n"),
@@ -69,12 +74,16 @@ impl Message {
 }
 
 /// The routing query of a chat: its latest user turn, with earlier user turns as context
-/// (see [`Query::conversation`]). System, assistant and tool messages are not read.
+/// (see [`Query::conversation`]). System, assistant and tool messages are not read, nor are
+/// user turns that carry no text.
 pub fn conversation(messages: &[Message], rule: ContextRule) -> Result<Query, ApiError> {
+    // A user turn without text (only tool results or images, as in an agent's tool loop) is
+    // not a turn the router can read: the latest user turn *with text* is the query.
     let turns: Vec<String> = messages
         .iter()
         .filter(|m| m.role == "user")
         .map(Message::text)
+        .filter(|t| !t.trim().is_empty())
         .collect();
     Query::conversation(&turns, rule).map_err(|_| {
         ApiError::bad_request(
@@ -136,27 +145,51 @@ pub async fn route(
         }
     };
     let id = super::request_id(&request_headers);
-    let (d, took): (Decision, _) = state
-        .decide(&id, "route", query, req.quality_target)
+    let session = session_key(&request_headers, None, false)
+        .map_err(|m| ApiError::bad_request("invalid_session", m))?;
+    let decided = state
+        .decide(&id, "route", query, req.quality_target, session.as_deref())
         .await?;
+    let d: Decision = decided.decision;
     let mut headers = decision_headers(&d.tier, &d.model, d.confidence);
-    headers.extend(server_timing(&[("route", took)]));
+    headers.extend(server_timing(&[("route", decided.took)]));
+    if let Some(v) = decided
+        .session_tier
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        headers.insert("x-router-session-tier", v);
+    }
     Ok((headers, Json(d)).into_response())
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
     let created = state.0.created;
-    let entry = |id: &str, model: Option<&str>| {
+    let entry = |id: &str, model: Option<&str>, served: Vec<serde_json::Value>| {
         serde_json::json!({
             "id": id,
             "object": "model",
             "created": created,
             "owned_by": "model-router",
             "upstream_model": model,
+            "served_as": served,
         })
     };
-    let mut data = vec![entry("auto", None)];
-    data.extend(state.tiers().iter().map(|t| entry(&t.name, Some(&t.model))));
+    let mut data = vec![entry("auto", None, Vec::new())];
+    data.extend(state.tiers().iter().enumerate().map(|(i, t)| {
+        let served = state
+            .targets(i)
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "model": x.model,
+                    "upstream": x.upstream.name,
+                    "kind": x.upstream.kind,
+                })
+            })
+            .collect();
+        entry(&t.name, Some(&t.model), served)
+    }));
     Json(serde_json::json!({"object": "list", "data": data}))
 }
 
