@@ -3,10 +3,11 @@
 
 The client is an unmodified `openai.OpenAI` with only `base_url` (and the router's own key)
 changed. It checks `models.list()`, a chat completion routed by `model="auto"`, a streamed one,
-an explicit tier, and the error mapping (a wrong key, an unknown model). It also asks the local
+an explicit tier, the error mapping (a wrong key, an unknown model), the Responses API
+(`responses.create` and a streamed `responses.stream`), and a session that only escalates. It also asks the local
 fake upstream (scripts/fake_upstream.py) what the router sent it: the rewritten model, the
 upstream's own key (never the client's) and the untouched extra fields.
-Run by scripts/e2e_openai.sh, which starts everything; exits non-zero on the first failure.
+Run by scripts/e2e_sdk.sh, which starts everything; exits non-zero on the first failure.
 """
 
 import argparse
@@ -96,11 +97,47 @@ def main():
         except openai.BadRequestError as e:
             assert e.code == "model_not_found", e
 
+    def responses():
+        raw = client.responses.with_raw_response.create(
+            model="auto", input=HARD, instructions="Be brief.", previous_response_id="resp_0"
+        )
+        r = raw.parse()
+        assert raw.headers["x-router-tier"] == "large", dict(raw.headers)
+        assert r.output_text == "answered by e2e-large", r
+        sent = last_upstream_request(args.fake_url)
+        assert sent["path"] == "/v1/responses" and sent["model"] == "e2e-large", sent
+        assert sent["body"]["previous_response_id"] == "resp_0", sent
+        assert sent["authorization"] == "Bearer " + args.upstream_key, sent
+
+    def responses_stream():
+        with client.responses.stream(
+            model="auto", input=[{"role": "user", "content": [{"type": "input_text", "text": EASY}]}]
+        ) as s:
+            deltas = [e.delta for e in s if e.type == "response.output_text.delta"]
+            final = s.get_final_response()
+        assert "".join(deltas) == "answered by e2e-small", deltas
+        assert final.output_text == "answered by e2e-small", final
+
+    def session():
+        def turn(text, session_id=None):
+            headers = {"x-session-id": session_id} if session_id else {}
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": text}], extra_headers=headers
+            )
+            return raw.headers
+        assert turn(HARD, "e2e-s1")["x-router-tier"] == "large"
+        h = turn(EASY, "e2e-s1")
+        assert h["x-router-tier"] == "large" and h["x-router-session-tier"] == "large", dict(h)
+        assert turn(EASY)["x-router-tier"] == "small", "without a session it drops"
+
     check("models.list() lists auto and the tiers", models)
     check("chat completion routed by model=auto, forwarded with the upstream's key", completion)
     check("streamed chat completion", streaming)
     check("explicit tier", explicit_tier)
     check("errors map to the SDK's exception types", errors)
+    check("responses.create routed on input, previous_response_id passed on", responses)
+    check("responses.stream relays the Responses events", responses_stream)
+    check("a session stays on its hardest tier; without one it drops", session)
     print(f"openai SDK {openai.__version__}: all {len(passed)} checks passed")
 
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# End-to-end check of `model-router serve` with the official openai Python SDK.
+# End-to-end check of `model-router serve` with the official openai and anthropic Python SDKs.
 #
 # Builds nothing: it runs target/release/model-router (or $MODEL_ROUTER_BIN). It starts the
-# local fake upstream (scripts/fake_upstream.py), writes a config whose tiers forward to it
-# (the fixture examples, bind 127.0.0.1:0), starts the router, waits for /readyz, installs the
-# `openai` package into a virtualenv (kept in target/e2e-venv between runs), runs
-# scripts/openai_sdk_check.py against it with only base_url changed, then stops the router with
-# SIGTERM (it must exit 0: graceful shutdown) and the fake upstream.
+# local fake upstream (scripts/fake_upstream.py, both kinds), writes a config whose tiers
+# forward to it (the fixture examples, bind 127.0.0.1:0; each tier on the fake as an OpenAI
+# upstream, and small and large also as `claude-e2e-*` on it as an Anthropic upstream), starts
+# the router, waits for /readyz, installs the `openai` and `anthropic` packages into a
+# virtualenv (kept in target/e2e-venv between runs), runs scripts/openai_sdk_check.py and
+# scripts/anthropic_sdk_check.py against it with only base_url changed, then stops the router
+# with SIGTERM (it must exit 0: graceful shutdown) and the fake upstream.
 #
-# Usage: cargo build --release && scripts/e2e_openai.sh
+# Usage: cargo build --release && scripts/e2e_sdk.sh
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,10 +29,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
-    echo "e2e: installing the openai package into $venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai, anthropic" 2>/dev/null; then
+    echo "e2e: installing the openai and anthropic packages into $venv"
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet openai
+    "$venv/bin/python" -m pip install --quiet openai anthropic
 fi
 
 export FAKE_UPSTREAM_KEY="sk-e2e-upstream-$$"
@@ -60,6 +62,7 @@ fallback_tier = "large"
 name = "small"
 model = "e2e-small"
 upstream = "fake"
+alternates = [{ model = "claude-e2e-small", upstream = "fake-anthropic" }]
 
 [[tiers]]
 name = "medium"
@@ -70,8 +73,15 @@ upstream = "fake"
 name = "large"
 model = "e2e-large"
 upstream = "fake"
+alternates = [{ model = "claude-e2e-large", upstream = "fake-anthropic" }]
 
 [upstreams.fake]
+base_url = "$fake_url/v1"
+api_key_env = "FAKE_UPSTREAM_KEY"
+timeout_secs = 30
+
+[upstreams.fake-anthropic]
+kind = "anthropic"
 base_url = "$fake_url/v1"
 api_key_env = "FAKE_UPSTREAM_KEY"
 timeout_secs = 30
@@ -101,6 +111,8 @@ echo "e2e: router at $url, fake upstream at $fake_url"
 
 status=0
 "$venv/bin/python" "$root/scripts/openai_sdk_check.py" --base-url "$url/v1" \
+    --api-key "$E2E_ROUTER_KEYS" --fake-url "$fake_url" --upstream-key "$FAKE_UPSTREAM_KEY" || status=$?
+"$venv/bin/python" "$root/scripts/anthropic_sdk_check.py" --base-url "$url" \
     --api-key "$E2E_ROUTER_KEYS" --fake-url "$fake_url" --upstream-key "$FAKE_UPSTREAM_KEY" || status=$?
 
 kill -TERM "$router_pid"
