@@ -4,11 +4,15 @@
 //! `POST /v1/chat/completions` through the router, minus the decision time, against the same
 //! local upstream called directly.
 //!
+//! Then the fronts: forwarding overhead p50 of `/v1/messages` (to an Anthropic-kind upstream)
+//! and `/v1/responses` against `/v1/chat/completions`, each against the same local upstream
+//! called directly, in alternating rounds.
+//!
 //! Last, the cost of the decision log: route p50 with `[log] decisions` on vs off, in
 //! alternating rounds so that drift of a shared machine falls on both alike.
 //!
 //! Run: `cargo bench --bench load` (env: `LOAD_SECS` seconds per point, default 5;
-//! `LOAD_CONCURRENCY` e.g. `1,8,64`; `LOAD_ONLY=log` for the decision-log comparison alone;
+//! `LOAD_CONCURRENCY` e.g. `1,8,64`; `LOAD_ONLY=log` or `LOAD_ONLY=fronts` for that phase alone;
 //! `ROUTER_DEVICE` as for the CLI). It uses the default
 //! config and examples (`data/router.toml`), the real model, an in-process server started with
 //! `model_router::server::serve`, and an in-process closed-loop client: C tasks each send a
@@ -42,13 +46,24 @@ fn queries() -> Vec<String> {
     short
 }
 
-/// An instant OpenAI-style upstream: a fixed small completion.
+/// An instant upstream of both kinds: a fixed small chat completion, response or message.
 async fn start_upstream() -> String {
-    async fn answer(_body: Bytes) -> axum::response::Response {
-        let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#;
+    fn json(body: &'static str) -> axum::response::Response {
         axum::response::IntoResponse::into_response(([("content-type", "application/json")], body))
     }
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    async fn answer(_body: Bytes) -> axum::response::Response {
+        json(r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#)
+    }
+    async fn response(_body: Bytes) -> axum::response::Response {
+        json(r#"{"id":"resp_1","object":"response","status":"completed","model":"m","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"}]}]}"#)
+    }
+    async fn message(_body: Bytes) -> axum::response::Response {
+        json(r#"{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":1}}"#)
+    }
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(answer))
+        .route("/v1/responses", axum::routing::post(response))
+        .route("/v1/messages", axum::routing::post(message));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -74,8 +89,21 @@ fn config(upstream: &str, batch: usize) -> Config {
             kind: Default::default(),
         },
     );
+    c.upstreams.insert(
+        "local-anthropic".into(),
+        UpstreamConfig {
+            base_url: upstream.into(),
+            api_key_env: None,
+            timeout_secs: 30,
+            kind: model_router::config::UpstreamKind::Anthropic,
+        },
+    );
     for t in &mut c.tiers {
         t.upstream = Some("local".into());
+        t.alternates = vec![model_router::tier::Alternate {
+            model: t.model.clone(),
+            upstream: "local-anthropic".into(),
+        }];
     }
     c
 }
@@ -218,10 +246,16 @@ fn main() {
         queries,
         secs,
     };
-    if !std::env::var("LOAD_ONLY").is_ok_and(|v| v == "log") {
+    let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+    if only.is_empty() {
         throughput_and_forwarding(&bench, &levels);
     }
-    decision_log_cost(&bench);
+    if only.is_empty() || only == "fronts" {
+        fronts_overhead(&bench);
+    }
+    if only.is_empty() || only == "log" {
+        decision_log_cost(&bench);
+    }
 }
 
 /// What every phase shares: the runtimes, the client, the router and the upstream.
@@ -234,6 +268,67 @@ struct Bench {
     queries: Arc<Vec<String>>,
     /// Seconds per measured point.
     secs: f64,
+}
+
+/// Forwarding overhead p50 at concurrency 1 per front (explicit tier, so no decision): the
+/// request through the router minus the same request to the upstream directly, in three
+/// alternating rounds; then each front's overhead minus chat completions'.
+fn fronts_overhead(b: &Bench) {
+    let Bench {
+        server_rt,
+        client_rt,
+        client,
+        router,
+        upstream,
+        queries,
+        secs,
+    } = b;
+    let server = server_rt.block_on(start_server(&config(upstream, 32), router.clone()));
+    type Make = Arc<dyn Fn(usize) -> String + Send + Sync>;
+    let fronts: [(&str, &str, Make); 3] = {
+        let (q1, q2, q3) = (queries.clone(), queries.clone(), queries.clone());
+        [
+            ("chat/completions", "/v1/chat/completions", Arc::new(move |i| {
+                serde_json::json!({"model": "small", "messages": [{"role": "user", "content": q1[i % q1.len()]}]}).to_string()
+            })),
+            ("responses", "/v1/responses", Arc::new(move |i| {
+                serde_json::json!({"model": "small", "input": q2[i % q2.len()]}).to_string()
+            })),
+            ("messages", "/v1/messages", Arc::new(move |i| {
+                serde_json::json!({"model": "small", "max_tokens": 16, "messages": [{"role": "user", "content": q3[i % q3.len()]}]}).to_string()
+            })),
+        ]
+    };
+    let p50 = |url: String, make: &Make| {
+        let (_, lat, _) = client_rt.block_on(closed_loop(client, &url, 1, *secs, make.clone()));
+        pct(&lat, 0.5)
+    };
+    let mut overhead = vec![Vec::new(); fronts.len()];
+    for _round in 0..3 {
+        for (i, (path, route, make)) in fronts.iter().enumerate() {
+            let direct = p50(format!("{upstream}/{path}"), make);
+            let through = p50(format!("{}{route}", server.url), make);
+            overhead[i].push(through - direct);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("\n| front (explicit tier, concurrency 1) | overhead p50 ms, 3 rounds | median | minus chat completions |");
+    println!("|---|---|---:|---:|");
+    let chat = median(&overhead[0]);
+    for ((_, route, _), o) in fronts.iter().zip(&overhead) {
+        let rounds: Vec<String> = o.iter().map(|x| format!("{x:.3}")).collect();
+        println!(
+            "| `{route}` | {} | {:.3} | {:+.3} |",
+            rounds.join(", "),
+            median(o),
+            median(o) - chat
+        );
+    }
+    let _ = server.stop.send(());
 }
 
 /// Route p50/p99 and routes/s at concurrency 1 and 8, with the decision log off and on, in
