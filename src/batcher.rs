@@ -69,10 +69,7 @@ pub struct Query {
 impl Query {
     /// A single text (trimmed; whitespace-only is refused).
     pub fn text(text: &str) -> Result<Query> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Err(Error::EmptyQuery);
-        }
+        let t = crate::router::query_text(text)?;
         Ok(Query {
             parts: vec![(t.to_string(), 1.0)],
         })
@@ -86,8 +83,7 @@ impl Query {
     pub fn conversation<S: AsRef<str>>(turns: &[S], rule: ContextRule) -> Result<Query> {
         let mut texts = turns
             .iter()
-            .map(|t| t.as_ref().trim())
-            .filter(|t| !t.is_empty())
+            .filter_map(|t| crate::router::query_text(t.as_ref()).ok())
             .rev();
         let latest = texts.next().ok_or(Error::EmptyQuery)?;
         let mut parts = vec![(latest.to_string(), 1.0)];
@@ -132,10 +128,7 @@ impl Query {
         }
         let parts = parts
             .into_iter()
-            .map(|(t, w)| match t.trim() {
-                "" => Err(Error::EmptyQuery),
-                trimmed => Ok((trimmed.to_string(), w)),
-            })
+            .map(|(t, w)| crate::router::query_text(&t).map(|t| (t.to_string(), w)))
             .collect::<Result<_>>()?;
         Ok(Query { parts })
     }

@@ -418,14 +418,31 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     })
 }
 
-/// Trims a query; whitespace-only is refused.
-fn check_query(query: &str) -> Result<&str> {
-    let q = query.trim();
+/// Characters that carry no text: whitespace, control characters (NUL included), zero-width
+/// characters, the byte-order mark and the soft hyphen.
+fn invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' | '\u{180E}'
+        )
+}
+
+/// The one rule for a query's text at every entry point (CLI, `/v1/route`, chats, examples'
+/// replay): trimmed of invisible characters at both ends; nothing left is
+/// [`Error::EmptyQuery`].
+pub fn query_text(query: &str) -> Result<&str> {
+    let q = query.trim_matches(invisible);
     if q.is_empty() {
         Err(Error::EmptyQuery)
     } else {
         Ok(q)
     }
+}
+
+fn check_query(query: &str) -> Result<&str> {
+    query_text(query)
 }
 
 /// A deterministic stand-in embedding for logic tests: a bag of hashed words in 64
@@ -588,6 +605,16 @@ mod tests {
     fn empty_queries_are_refused() {
         let r = router();
         assert!(matches!(r.route("  \n\t"), Err(Error::EmptyQuery)));
+        for blank in ["\0\0", "\u{200B}\u{FEFF}", "\u{1}\u{7f} \u{2060}\u{AD}"] {
+            assert!(
+                matches!(r.route(blank), Err(Error::EmptyQuery)),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(
+            query_text("\u{FEFF} hi\u{200B}there \0").unwrap(),
+            "hi\u{200B}there"
+        );
         assert!(matches!(
             r.route_batch(&["ok", ""], r.policy()),
             Err(Error::EmptyQuery)

@@ -9,6 +9,7 @@ mod embedding;
 mod eval_data;
 mod harness;
 mod learning_loop;
+mod limits;
 mod loop_cli;
 mod protocols;
 mod server;

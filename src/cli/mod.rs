@@ -312,9 +312,7 @@ fn load_shadow(
 fn route(config: &Config, args: RouteArgs) -> Result<()> {
     match (&args.text, &args.input, &args.output) {
         (Some(text), None, None) => {
-            if text.trim().is_empty() {
-                return Err(Error::EmptyQuery.into());
-            }
+            model_router::router::query_text(text)?;
             let router = build_router(config)?;
             let decision = router.route(text)?;
             println!("{}", serde_json::to_string_pretty(&decision)?);

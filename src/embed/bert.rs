@@ -184,11 +184,16 @@ impl BertEmbedder {
     }
 
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let max = self.info.max_length;
+        let texts: Vec<&str> = texts
+            .iter()
+            .map(|t| super::cut_for_embedding(t, max))
+            .collect();
         let encodings = if texts.len() == 1 {
             vec![self.tokenizer.encode(texts[0], true).map_err(model_err)?]
         } else {
             self.tokenizer
-                .encode_batch(texts.to_vec(), true)
+                .encode_batch(texts, true)
                 .map_err(model_err)?
         };
         Ok(encodings

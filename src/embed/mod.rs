@@ -54,10 +54,45 @@ pub trait Embedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> Result<usize>;
 }
 
+/// Bytes of text kept per token the model reads, before tokenising: the model reads at most
+/// `max_length` tokens, and no text needs more than this many bytes per token to fill them, so
+/// cutting here changes no embedding while bounding a query's tokenising cost (a 1 MiB query
+/// would otherwise be tokenised whole, then truncated).
+pub const BYTES_PER_TOKEN: usize = 32;
+
+/// `text` cut to `max_tokens * BYTES_PER_TOKEN` bytes, at a character boundary.
+pub fn cut_for_embedding(text: &str, max_tokens: usize) -> &str {
+    let limit = max_tokens.saturating_mul(BYTES_PER_TOKEN);
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Resolves (fetching if needed), verifies and loads the model the config names.
 pub fn load_embedder(config: &crate::config::Config) -> Result<BertEmbedder> {
     let spec = ModelSpec::from_config(config);
     let model = source::resolve(&spec)?;
     let device = device::select_device(&config.embedding.device)?;
     BertEmbedder::load(&spec.name, &model, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_long_texts_at_a_character_boundary() {
+        assert_eq!(cut_for_embedding("short", 256), "short");
+        let long = "é".repeat(10_000); // 2 bytes each
+        let cut = cut_for_embedding(&long, 2);
+        assert_eq!(cut.len(), 64);
+        let odd = format!("a{long}");
+        let cut = cut_for_embedding(&odd, 2);
+        assert_eq!(cut.len(), 63, "never inside a character");
+    }
 }

@@ -390,6 +390,14 @@ impl AppState {
             self.log_shadow(id, endpoint, parts.clone(), shadow, pending, started);
         }
         decision.id = Some(id.to_string());
+        let max_tokens = engine.router.embedder().info().max_length;
+        let cut = max_tokens * crate::embed::BYTES_PER_TOKEN;
+        if parts.iter().any(|(t, _)| t.len() > cut) {
+            decision.reason += &format!(
+                "; the query is longer than {cut} bytes: only its start was embedded (the model \
+                 reads {max_tokens} tokens)"
+            );
+        }
         let tiers = self.tiers();
         let session_tier = session.map(|key| {
             let routed = tiers

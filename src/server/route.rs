@@ -85,12 +85,15 @@ pub fn conversation(messages: &[Message], rule: ContextRule) -> Result<Query, Ap
         .map(Message::text)
         .filter(|t| !t.trim().is_empty())
         .collect();
-    Query::conversation(&turns, rule).map_err(|_| {
-        ApiError::bad_request(
+    if turns.is_empty() {
+        return Err(ApiError::bad_request(
             "missing_query",
             "`messages` has no user message with text to route on",
-        )
-    })
+        ));
+    }
+    // User text made only of control, zero-width or BOM characters: the same refusal as an
+    // empty `query`.
+    Ok(Query::conversation(&turns, rule)?)
 }
 
 /// A `Server-Timing` header: each phase's duration in milliseconds, e.g.
