@@ -60,3 +60,20 @@ async fn a_huge_query_is_cut_before_embedding_and_says_so() {
     assert!(!short["reason"].as_str().unwrap().contains("only its start"));
     server.stop().await;
 }
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_model-router"))
+        .arg("--config")
+        .arg(crate::util::fixture("router.toml"))
+        .args(["route", "hello"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("TRACE"), "some log lines: {err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI codes in a piped log: {err:?}"
+    );
+}
