@@ -52,13 +52,19 @@ async fn start_upstream() -> String {
         axum::response::IntoResponse::into_response(([("content-type", "application/json")], body))
     }
     async fn answer(_body: Bytes) -> axum::response::Response {
-        json(r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#)
+        json(
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#,
+        )
     }
     async fn response(_body: Bytes) -> axum::response::Response {
-        json(r#"{"id":"resp_1","object":"response","status":"completed","model":"m","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"}]}]}"#)
+        json(
+            r#"{"id":"resp_1","object":"response","status":"completed","model":"m","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"}]}]}"#,
+        )
     }
     async fn message(_body: Bytes) -> axum::response::Response {
-        json(r#"{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":1}}"#)
+        json(
+            r#"{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":1}}"#,
+        )
     }
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(answer))
@@ -288,15 +294,27 @@ fn fronts_overhead(b: &Bench) {
     let fronts: [(&str, &str, Make); 3] = {
         let (q1, q2, q3) = (queries.clone(), queries.clone(), queries.clone());
         [
-            ("chat/completions", "/v1/chat/completions", Arc::new(move |i| {
-                serde_json::json!({"model": "small", "messages": [{"role": "user", "content": q1[i % q1.len()]}]}).to_string()
-            })),
-            ("responses", "/v1/responses", Arc::new(move |i| {
-                serde_json::json!({"model": "small", "input": q2[i % q2.len()]}).to_string()
-            })),
-            ("messages", "/v1/messages", Arc::new(move |i| {
-                serde_json::json!({"model": "small", "max_tokens": 16, "messages": [{"role": "user", "content": q3[i % q3.len()]}]}).to_string()
-            })),
+            (
+                "chat/completions",
+                "/v1/chat/completions",
+                Arc::new(move |i| {
+                    serde_json::json!({"model": "small", "messages": [{"role": "user", "content": q1[i % q1.len()]}]}).to_string()
+                }),
+            ),
+            (
+                "responses",
+                "/v1/responses",
+                Arc::new(move |i| {
+                    serde_json::json!({"model": "small", "input": q2[i % q2.len()]}).to_string()
+                }),
+            ),
+            (
+                "messages",
+                "/v1/messages",
+                Arc::new(move |i| {
+                    serde_json::json!({"model": "small", "max_tokens": 16, "messages": [{"role": "user", "content": q3[i % q3.len()]}]}).to_string()
+                }),
+            ),
         ]
     };
     let p50 = |url: String, make: &Make| {
