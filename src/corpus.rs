@@ -366,6 +366,7 @@ pub fn update_examples<T>(
     change: impl FnOnce(&mut ExampleSet) -> Result<T>,
 ) -> Result<T> {
     let _locked = lock_beside(path)?;
+    remove_stale_temporaries(path)?;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -378,6 +379,47 @@ pub fn update_examples<T>(
         write_atomic(path, &set.to_bytes())?;
     }
     Ok(result)
+}
+
+/// Removes the temporary copies of `path` that a writer killed mid-write left behind (see
+/// [`write_atomic`]), under the examples lock, so none is half-way through. Returns how many.
+/// `serve` calls it at start; every examples writer calls it too.
+pub fn tidy_examples(path: &Path) -> Result<usize> {
+    let _locked = lock_beside(path)?;
+    remove_stale_temporaries(path)
+}
+
+/// The name prefix of `path`'s temporary copies: `.<file name>.tmp-`.
+fn temporary_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy());
+    format!(".{name}.tmp-")
+}
+
+/// Removes `path`'s temporary copies; the caller holds the lock.
+fn remove_stale_temporaries(path: &Path) -> Result<usize> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = temporary_prefix(path);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let stale = entry.path();
+            std::fs::remove_file(&stale)
+                .map_err(|e| Error::io(format!("removing the stale {}", stale.display()), e))?;
+            tracing::warn!(file = %stale.display(), "removed a temporary copy left by an interrupted write");
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// An exclusive advisory lock on `<path>.lock`, released when the returned file is dropped.
@@ -410,8 +452,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let context = |what: &str| format!("{what} {}", path.display());
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context("writing"), e))?;
+    // A recognisable name (`.<file>.tmp-XXXXXX`), so a copy orphaned by a kill is found and
+    // removed by the next writer (see `tidy_examples`).
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temporary_prefix(path))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(context("writing"), e))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| Error::io(context("writing"), e))?;
@@ -723,6 +769,25 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["examples.jsonl", "examples.jsonl.lock"]);
+        // A copy orphaned by a writer killed mid-write is removed by the next writer, and by
+        // `tidy_examples` (at serve start); other files are left alone.
+        let folder = path.parent().unwrap();
+        let orphan = folder.join(".examples.jsonl.tmp-Ab12Cd");
+        std::fs::write(&orphan, "half a file").unwrap();
+        std::fs::write(folder.join(".other.tmp-x"), "not ours").unwrap();
+        update_examples(&path, &tiers(), |set| {
+            set.add_lines(
+                r#"{"id":"z9","text":"third","tier":"small"}"#,
+                "test",
+                &HashSet::new(),
+            )
+        })
+        .unwrap();
+        assert!(!orphan.exists());
+        assert!(folder.join(".other.tmp-x").exists());
+        std::fs::write(&orphan, "half a file").unwrap();
+        assert_eq!(tidy_examples(&path).unwrap(), 1);
+        assert!(!orphan.exists());
     }
 
     /// Writers in parallel (threads here; processes hold the same flock) lose nothing.

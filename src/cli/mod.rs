@@ -257,6 +257,10 @@ fn serve(config: &Config) -> Result<()> {
     model_router::server::run(
         config,
         move || {
+            // Copies of the examples file orphaned by a writer killed mid-write.
+            if load_config.routing.examples.exists() {
+                corpus::tidy_examples(&load_config.routing.examples)?;
+            }
             let router = load_router(&load_config)?;
             let shadow = match &load_config.shadow {
                 Some(s) => Some(load_shadow(
