@@ -123,6 +123,13 @@ pub struct ServerConfig {
     /// Also take the session key from the body: `user` (OpenAI) or `metadata.user_id`
     /// (Anthropic).
     pub session_from_body: bool,
+    /// Connections served at once; beyond, a new connection gets `503` and is closed.
+    pub max_connections: usize,
+    /// Time for a client to send a request's headers, and to start the next request on a
+    /// kept-alive connection; then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Time for a client to send a request's body once its headers are in (`408`).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +148,9 @@ impl Default for ServerConfig {
             session_ttl_secs: 3600,
             session_capacity: 100_000,
             session_from_body: false,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
         }
     }
 }
@@ -162,6 +172,12 @@ impl ServerConfig {
         }
         if self.session_capacity == 0 {
             return bad("session_capacity must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
+            return bad("header_read_timeout_secs and body_read_timeout_secs must be at least 1");
         }
         Ok(())
     }

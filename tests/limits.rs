@@ -77,3 +77,121 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         "ANSI codes in a piped log: {err:?}"
     );
 }
+
+/// A server with short read timeouts, room for `connections`, and a long grace period (so a
+/// shutdown that waited on a half-sent request would show as a hang).
+async fn bounded(connections: usize, header_secs: u64) -> TestServer {
+    let mut c = config(&[]);
+    c.server.max_connections = connections;
+    c.server.header_read_timeout_secs = header_secs;
+    c.server.body_read_timeout_secs = 1;
+    c.server.shutdown_grace_secs = 300;
+    TestServer::start(&c, Some(fixture_router())).await
+}
+
+/// Reads until the server closes the connection (or resets it); returns what it sent.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let _ = within(
+        "the server closes the connection",
+        stream.read_to_end(&mut got),
+    )
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let server = bounded(64, 1).await;
+    // Half a request line and a header, then nothing: closed at the header timeout.
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut slow).await;
+    // An idle connection is closed the same way.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    read_to_close(&mut idle).await;
+    // Headers in, the body never finishes: 408 in JSON.
+    let mut partial = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    partial
+        .write_all(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer router-key-1\r\ncontent-length: 100\r\n\r\n{\"query\":")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut partial).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limit_new_connections_get_a_fast_503() {
+    let server = bounded(4, 300).await;
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    let r = within(
+        "an answer past the limit",
+        fresh().get(format!("{}/healthz", server.url)).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(r.headers(), "retry-after"), "1");
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
+    // The idle clients leave: the slots come back.
+    drop(idle);
+    within("the slots free up", async {
+        loop {
+            let ok = fresh()
+                .get(format!("{}/healthz", server.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if ok {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let text = fresh()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&text, "model_router_connections_refused_total", &[]) >= 1.0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drops_half_sent_requests_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let server = bounded(64, 300).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    // Let the server take them in.
+    let (status, _, _) = server.route(json!({"query": HARD})).await;
+    assert_eq!(status, StatusCode::OK);
+    // A grace period of 300 s would fail `stop`'s patience if they held it.
+    server.stop().await;
+}

@@ -111,6 +111,19 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive within `server.body_read_timeout_secs`.
+    pub fn body_timeout(after: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {}s (server.body_read_timeout_secs)",
+                after.as_secs()
+            ),
+        )
+    }
+
     /// 503 with Retry-After: the server is up but cannot take this request now.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
@@ -225,6 +238,11 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+/// How long a request's body may take to arrive (a request extension the app sets from
+/// `server.body_read_timeout_secs`; [`ApiJson`] answers `408 body_timeout` past it).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub std::time::Duration);
+
 /// A JSON body. Unlike `axum::Json` it needs no content type (curl's `-d` sends a form type),
 /// and every rejection is an [`ApiError`].
 pub struct ApiJson<T>(pub T);
@@ -233,7 +251,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let deadline = req.extensions().get::<BodyDeadline>().map(|d| d.0);
+        let read = Bytes::from_request(req, state);
+        let read = match deadline {
+            Some(d) => tokio::time::timeout(d, read)
+                .await
+                .map_err(|_| ApiError::body_timeout(d))?,
+            None => read.await,
+        };
+        let bytes = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large()
             } else {

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub(crate) tier_share: GaugeVec,
     pub(crate) sessions: IntGauge,
     pub(crate) session_evictions: IntGauge,
+    pub(crate) connections_refused: IntCounter,
 }
 
 impl Metrics {
@@ -153,8 +154,14 @@ impl Metrics {
             "Sessions forgotten to stay within server.session_capacity.",
         )
         .expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "model_router_connections_refused_total",
+            "Connections answered 503 and closed at server.max_connections.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_refused.clone()),
             Box::new(sessions.clone()),
             Box::new(session_evictions.clone()),
             Box::new(log_dropped.clone()),
@@ -193,6 +200,7 @@ impl Metrics {
             tier_share,
             sessions,
             session_evictions,
+            connections_refused,
         }
     }
 
