@@ -195,3 +195,73 @@ async fn shutdown_drops_half_sent_requests_at_once() {
     // A grace period of 300 s would fail `stop`'s patience if they held it.
     server.stop().await;
 }
+
+/// An `ingest` while the server runs, then the same id live: refused (checked against the file
+/// under its lock), so the file stays loadable; live additions and concurrent ingests all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_live_additions_never_duplicate_or_lose_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples.jsonl");
+    std::fs::copy(crate::util::fixture("examples.jsonl"), &examples).unwrap();
+    let mut c = config(&[]);
+    c.routing.examples = examples.clone();
+    let toml_path = dir.path().join("router.toml");
+    let mut file_config = std::fs::read_to_string(crate::util::fixture("router.toml")).unwrap();
+    file_config = file_config.replace(
+        "examples = \"examples.jsonl\"",
+        &format!("examples = {:?}", examples.display().to_string()),
+    );
+    std::fs::write(&toml_path, &file_config).unwrap();
+    let router = std::sync::Arc::new(
+        model_router::router::Router::from_config(&c, crate::util::embedder(), &|_, _| {}).unwrap(),
+    );
+    let server = TestServer::start(&c, Some(router)).await;
+
+    let batch = |name: &str, ids: std::ops::Range<usize>| {
+        let path = dir.path().join(name);
+        let text: String = ids
+            .map(|i| format!("{}\n", json!({"id": format!("{name}-{i}"), "text": format!("ingested question {name} {i}"), "tier": "small"})))
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let race = dir.path().join("race.jsonl");
+    std::fs::write(
+        &race,
+        "{\"id\": \"race-1\", \"text\": \"a raced line\", \"tier\": \"small\"}\n",
+    )
+    .unwrap();
+    let out = crate::util::run_with(&toml_path, &["ingest", race.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live =
+        json!({"examples": [{"id": "race-1", "text": "the same id, live", "tier": "large"}]});
+    let r = server.post_json("/v1/examples", live.to_string()).await;
+    assert_error(&r, 400, "invalid_examples");
+
+    // Four ingests of 50 lines and live additions, all at once.
+    let files: Vec<_> = (0..4).map(|w| batch(&format!("w{w}"), 0..50)).collect();
+    let ingests: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (toml_path, f) = (toml_path.clone(), f.clone());
+            std::thread::spawn(move || {
+                crate::util::run_with(&toml_path, &["ingest", f.to_str().unwrap()])
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        let add = json!({"examples": [{"id": format!("live-{i}"), "text": format!("live question {i}"), "tier": "small"}]});
+        let (status, _, body) = server.post_json("/v1/examples", add.to_string()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    for t in ingests {
+        let out = t.join().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let all = model_router::corpus::read_examples(&examples, &c.tiers().unwrap()).unwrap();
+    let ids: Vec<&String> = all.iter().filter_map(|e| e.id.as_ref()).collect();
+    let unique: std::collections::HashSet<&&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no id twice");
+    assert_eq!(all.len(), 11 + 1 + 200 + 10, "every line landed");
+    server.stop().await;
+}
