@@ -130,6 +130,8 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Time for a client to send a request's body once its headers are in (`408`).
     pub body_read_timeout_secs: u64,
+    /// Neighbour texts in a decision's JSON are cut to this many characters (`…` marks it).
+    pub neighbor_text_chars: usize,
 }
 
 impl Default for ServerConfig {
@@ -151,6 +153,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
+            neighbor_text_chars: 1000,
         }
     }
 }
@@ -214,6 +217,9 @@ impl Default for EmbeddingConfig {
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     pub examples: PathBuf,
+    /// Field limits for examples being added (ingest, live examples, feedback).
+    #[serde(default)]
+    pub example_limits: crate::corpus::FieldLimits,
     #[serde(default = "default_k")]
     pub k: usize,
     #[serde(default = "default_quality_target")]

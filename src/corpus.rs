@@ -55,6 +55,65 @@ pub struct Example {
     pub meta: Option<serde_json::Value>,
 }
 
+/// Size limits on an example's fields, for examples being added (`ingest`, `POST
+/// /v1/examples`, feedback); a file already on disk is read as it is. `[routing.example_limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldLimits {
+    pub id_bytes: usize,
+    pub text_bytes: usize,
+    pub category_bytes: usize,
+    /// `meta` as compact JSON.
+    pub meta_bytes: usize,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        FieldLimits {
+            id_bytes: 256,
+            text_bytes: 64 * 1024,
+            category_bytes: 128,
+            meta_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl FieldLimits {
+    /// No limits (reading a file that is already there).
+    pub fn unbounded() -> Self {
+        FieldLimits {
+            id_bytes: usize::MAX,
+            text_bytes: usize::MAX,
+            category_bytes: usize::MAX,
+            meta_bytes: usize::MAX,
+        }
+    }
+
+    /// Every field over its limit, named, with the key that sets it.
+    fn problems(&self, e: &Example) -> Vec<String> {
+        let meta = e.meta.as_ref().map_or(0, |m| m.to_string().len());
+        [
+            ("id", e.id.as_ref().map_or(0, String::len), self.id_bytes),
+            ("text", e.text.len(), self.text_bytes),
+            (
+                "category",
+                e.category.as_ref().map_or(0, String::len),
+                self.category_bytes,
+            ),
+            ("meta", meta, self.meta_bytes),
+        ]
+        .into_iter()
+        .filter(|&(_, len, max)| len > max)
+        .map(|(field, len, max)| {
+            format!(
+                "`{field}` is {len} bytes; at most {max} are accepted \
+                 (routing.example_limits.{field}_bytes)"
+            )
+        })
+        .collect()
+    }
+}
+
 /// The raw shape of a line, before validation.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +133,11 @@ struct RawExample {
 }
 
 /// Validates one line; `Err` holds every problem found on it, joined.
-fn validate_line(line: &str, tiers: &Tiers) -> std::result::Result<Example, String> {
+fn validate_line(
+    line: &str,
+    tiers: &Tiers,
+    limits: &FieldLimits,
+) -> std::result::Result<Example, String> {
     let raw: RawExample = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
     let mut problems = Vec::new();
     let id = match raw.id {
@@ -131,13 +194,21 @@ fn validate_line(line: &str, tiers: &Tiers) -> std::result::Result<Example, Stri
         }
     };
     match (problems.is_empty(), label) {
-        (true, Some(label)) => Ok(Example {
-            id,
-            text,
-            label,
-            category: raw.category,
-            meta: raw.meta,
-        }),
+        (true, Some(label)) => {
+            let example = Example {
+                id,
+                text,
+                label,
+                category: raw.category,
+                meta: raw.meta,
+            };
+            let over = limits.problems(&example);
+            if over.is_empty() {
+                Ok(example)
+            } else {
+                Err(over.join("; "))
+            }
+        }
         _ => Err(problems.join("; ")),
     }
 }
@@ -162,6 +233,16 @@ pub fn parse_examples(
     tiers: &Tiers,
     known_ids: &HashSet<String>,
 ) -> std::result::Result<Vec<Example>, Vec<LineError>> {
+    parse_new_examples(text, tiers, known_ids, &FieldLimits::unbounded())
+}
+
+/// [`parse_examples`] for examples being added: each field within `limits` too.
+pub fn parse_new_examples(
+    text: &str,
+    tiers: &Tiers,
+    known_ids: &HashSet<String>,
+    limits: &FieldLimits,
+) -> std::result::Result<Vec<Example>, Vec<LineError>> {
     let mut examples = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -170,7 +251,7 @@ pub fn parse_examples(
         if line.trim().is_empty() {
             continue;
         }
-        match validate_line(line, tiers) {
+        match validate_line(line, tiers, limits) {
             Ok(example) => {
                 if let Some(id) = &example.id {
                     if known_ids.contains(id) || !seen.insert(id.clone()) {
@@ -220,6 +301,8 @@ pub struct ExampleSet {
     entries: Vec<Entry>,
     ids: HashMap<String, usize>,
     changed: bool,
+    /// What examples added to the set must fit in.
+    limits: FieldLimits,
 }
 
 struct Entry {
@@ -241,6 +324,7 @@ impl ExampleSet {
             entries: Vec::with_capacity(examples.len()),
             ids: HashMap::new(),
             changed: false,
+            limits: FieldLimits::default(),
         };
         for (example, raw) in examples.into_iter().zip(raw_lines) {
             set.push(Some(raw.to_string()), example);
@@ -271,6 +355,11 @@ impl ExampleSet {
         self.ids.get(id).map(|&i| &self.entries[i].example)
     }
 
+    /// Limits for the examples added from now on (the default: [`FieldLimits::default`]).
+    pub fn set_limits(&mut self, limits: FieldLimits) {
+        self.limits = limits;
+    }
+
     /// Validates JSONL `text` (reported as `source_name`, line by line) against the file's ids
     /// and `also_taken`, and appends its examples. Nothing is added if any line is bad.
     pub fn add_lines(
@@ -281,9 +370,11 @@ impl ExampleSet {
     ) -> Result<Vec<Example>> {
         let taken: HashSet<String> = self.ids.keys().chain(also_taken).cloned().collect();
         let new =
-            parse_examples(text, &self.tiers, &taken).map_err(|errors| Error::InvalidLines {
-                source_name: source_name.to_string(),
-                errors,
+            parse_new_examples(text, &self.tiers, &taken, &self.limits).map_err(|errors| {
+                Error::InvalidLines {
+                    source_name: source_name.to_string(),
+                    errors,
+                }
             })?;
         for e in &new {
             self.push(None, e.clone());
@@ -317,12 +408,10 @@ impl ExampleSet {
             ))
         })?;
         let line = serde_json::to_string(&example).expect("examples serialize");
-        let mut checked =
-            parse_examples(&line, &self.tiers, &HashSet::new()).map_err(|errors| {
-                Error::InvalidLines {
-                    source_name: source_name.to_string(),
-                    errors,
-                }
+        let mut checked = parse_new_examples(&line, &self.tiers, &HashSet::new(), &self.limits)
+            .map_err(|errors| Error::InvalidLines {
+                source_name: source_name.to_string(),
+                errors,
             })?;
         let example = checked.pop().expect("one line, one example");
         self.changed = true;

@@ -265,3 +265,77 @@ async fn ingest_and_live_additions_never_duplicate_or_lose_an_id() {
     assert_eq!(all.len(), 11 + 1 + 200 + 10, "every line landed");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_fields_are_bounded_and_neighbour_texts_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples.jsonl");
+    std::fs::copy(crate::util::fixture("examples.jsonl"), &examples).unwrap();
+    let mut c = config(&[]);
+    c.routing.examples = examples.clone();
+    let router = std::sync::Arc::new(
+        model_router::router::Router::from_config(&c, crate::util::embedder(), &|_, _| {}).unwrap(),
+    );
+    let server = TestServer::start(&c, Some(router)).await;
+    let before = std::fs::read(&examples).unwrap();
+    let one = |field: &str, value: serde_json::Value| {
+        let mut e = json!({"id": "x-1", "text": "a fine question", "tier": "small"});
+        e[field] = value;
+        json!({"examples": [e]}).to_string()
+    };
+    for (field, value) in [
+        ("id", json!("i".repeat(100_000))),
+        ("category", json!("c".repeat(200))),
+        ("meta", json!({"blob": "m".repeat(20_000)})),
+        ("text", json!("t ".repeat(40_000))),
+    ] {
+        let r = server.post_json("/v1/examples", one(field, value)).await;
+        assert_error(&r, 400, "invalid_examples");
+        let message = r.2["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{field}`"))
+                && message.contains(&format!("routing.example_limits.{field}_bytes")),
+            "{message}"
+        );
+    }
+    assert_eq!(std::fs::read(&examples).unwrap(), before, "nothing written");
+    // The same limits in `ingest`, naming the line.
+    let toml_path = dir.path().join("router.toml");
+    let file_config = std::fs::read_to_string(crate::util::fixture("router.toml"))
+        .unwrap()
+        .replace(
+            "examples = \"examples.jsonl\"",
+            &format!("examples = {:?}", examples.display().to_string()),
+        );
+    std::fs::write(&toml_path, file_config).unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\n{}\n",
+            json!({"text": "fine", "tier": "small"}),
+            json!({"id": "i".repeat(300), "text": "long id", "tier": "small"})
+        ),
+    )
+    .unwrap();
+    let out = crate::util::run_with(&toml_path, &["ingest", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 2") && stderr(&out).contains("`id`"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A long example text comes back cut in a neighbour list.
+    let long = format!("{HARD} {}", "with many more words ".repeat(200));
+    let add = json!({"examples": [{"id": "long-1", "text": long, "tier": "large"}]});
+    let (status, _, body) = server.post_json("/v1/examples", add.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, _, d) = server.route(json!({"query": long})).await;
+    let first = &d["neighbors"][0];
+    assert_eq!(first["id"], "long-1");
+    let text = first["text"].as_str().unwrap();
+    assert_eq!(text.chars().count(), 1001, "1,000 characters and the mark");
+    assert!(text.ends_with('…'));
+    server.stop().await;
+}

@@ -32,6 +32,7 @@ pub fn run(config: &Config, args: &FeedbackArgs) -> Result<()> {
     let lines = read_feedback(&args.file, &decisions, &tiers)?;
     let target = &config.routing.examples;
     let counts = update_examples(target, &tiers, |set| {
+        set.set_limits(config.routing.example_limits);
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
         let mut errors = Vec::new();
         for (line, decision, outcomes) in lines {

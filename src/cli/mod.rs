@@ -445,6 +445,7 @@ fn ingest(config: &Config, file: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let (added, total, repeats) = corpus::update_examples(target, &tiers, |set| {
+        set.set_limits(config.routing.example_limits);
         let texts: HashSet<String> = set.examples().map(|e| e.text.clone()).collect();
         let new = set.add_lines(&text, &file.display().to_string(), &HashSet::new())?;
         let repeats = new.iter().filter(|e| texts.contains(&e.text)).count();
@@ -531,6 +532,7 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
     }
     let target = &config.routing.examples;
     let total = corpus::update_examples(target, &tiers, |set| {
+        set.set_limits(config.routing.example_limits);
         set.add(&new, &args.file.display().to_string(), &HashSet::new())?;
         Ok(set.len())
     })?;

@@ -46,8 +46,12 @@ pub async fn feedback(
     let path = state.examples_path().to_path_buf();
     let tiers = state.tiers().clone();
     let record = decision.clone();
+    let limits = state.example_limits();
     let applied = tokio::task::spawn_blocking(move || {
-        update_examples(&path, &tiers, |set| apply(set, &record, outcomes))
+        update_examples(&path, &tiers, |set| {
+            set.set_limits(limits);
+            apply(set, &record, outcomes)
+        })
     })
     .await
     .map_err(ApiError::internal)?;

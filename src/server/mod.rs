@@ -64,6 +64,10 @@ struct Shared {
     /// Accepted bearer tokens; empty = no auth.
     api_keys: Vec<String>,
     examples_path: std::path::PathBuf,
+    /// Field limits for live examples and feedback.
+    example_limits: crate::corpus::FieldLimits,
+    /// Longest neighbour text in a decision's JSON, in characters.
+    neighbor_text_chars: usize,
     engine: OnceLock<Engine>,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
@@ -227,6 +231,8 @@ impl AppState {
             ),
             api_keys,
             examples_path: config.routing.examples.clone(),
+            example_limits: config.routing.example_limits,
+            neighbor_text_chars: config.server.neighbor_text_chars,
             engine: OnceLock::new(),
             metrics: Arc::new(Metrics::new()),
             client,
@@ -326,6 +332,10 @@ impl AppState {
     /// Every place `tier` is served (its own upstream first).
     pub(crate) fn targets(&self, tier: usize) -> &[Target] {
         self.0.targets.get(tier).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn example_limits(&self) -> crate::corpus::FieldLimits {
+        self.0.example_limits
     }
 
     pub(crate) fn client(&self) -> &reqwest::Client {

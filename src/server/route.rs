@@ -153,7 +153,14 @@ pub async fn route(
     let decided = state
         .decide(&id, "route", query, req.quality_target, session.as_deref())
         .await?;
-    let d: Decision = decided.decision;
+    let mut d: Decision = decided.decision;
+    let max = state.0.neighbor_text_chars;
+    for n in &mut d.neighbors {
+        if let Some((cut, _)) = n.text.char_indices().nth(max) {
+            n.text.truncate(cut);
+            n.text.push('…');
+        }
+    }
     let mut headers = decision_headers(&d.tier, &d.model, d.confidence);
     headers.extend(server_timing(&[("route", decided.took)]));
     if let Some(v) = decided
@@ -226,8 +233,10 @@ pub async fn add_examples(
     let path = state.examples_path().to_path_buf();
     let tiers = state.tiers().clone();
     let indexed = engine.router.ids();
+    let limits = state.example_limits();
     let examples = tokio::task::spawn_blocking(move || {
         update_examples(&path, &tiers, |set| {
+            set.set_limits(limits);
             set.add_lines(
                 &lines.join("\n"),
                 "`examples` (line N = the Nth example)",
