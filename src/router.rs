@@ -4,6 +4,7 @@
 //! first, outside any lock, then takes the write lock just to insert, so live additions never
 //! stall concurrent routing for long.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
@@ -18,6 +19,17 @@ use crate::vote::{vote, Basis, CategoryBaseline, Evidence, Policy, TierScores};
 
 /// Texts embedded per call while building: large enough to sort by length and batch well.
 const BUILD_CHUNK: usize = 256;
+
+/// What [`Router::sync`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    pub added: usize,
+    pub relabelled: usize,
+    /// Known ids whose text changed in the file: their vectors stay until a restart.
+    pub text_changed: usize,
+    /// Indexed examples the file no longer has: routable until a restart.
+    pub missing_from_file: usize,
+}
 
 /// A routing decision and everything needed to see why it was made.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -401,6 +413,66 @@ impl Router {
             }
         }
         self.add(vec![example])
+    }
+
+    /// Brings the index up to `examples` (the examples file as it is now, e.g. after an
+    /// `ingest` by another process): adds what is not indexed, relabels an indexed id whose
+    /// label, category or meta changed. An example without id counts as indexed when an
+    /// identical one is (each indexed one matches once). What the index cannot follow without a
+    /// restart is counted: a changed text under a known id (its vector stays), and indexed
+    /// examples the file no longer has.
+    pub fn sync(&self, examples: Vec<Example>) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let mut fresh = Vec::new();
+        {
+            let state = self.read();
+            let by_id: HashMap<&str, &Example> = state
+                .examples
+                .iter()
+                .filter_map(|e| e.id.as_deref().map(|id| (id, e)))
+                .collect();
+            let mut unnamed: HashMap<String, usize> = HashMap::new();
+            for e in state.examples.iter().filter(|e| e.id.is_none()) {
+                *unnamed
+                    .entry(serde_json::to_string(e).expect("examples serialize"))
+                    .or_default() += 1;
+            }
+            let mut seen_ids = 0;
+            for e in examples {
+                match e.id.as_deref().and_then(|id| by_id.get(id)) {
+                    Some(old) => {
+                        seen_ids += 1;
+                        if old.text != e.text {
+                            report.text_changed += 1;
+                        } else if **old != e {
+                            report.relabelled += 1;
+                            fresh.push((true, e));
+                        }
+                    }
+                    None if e.id.is_none() => {
+                        let key = serde_json::to_string(&e).expect("examples serialize");
+                        match unnamed.get_mut(&key) {
+                            Some(n) if *n > 0 => *n -= 1,
+                            _ => {
+                                report.added += 1;
+                                fresh.push((false, e));
+                            }
+                        }
+                    }
+                    None => {
+                        report.added += 1;
+                        fresh.push((false, e));
+                    }
+                }
+            }
+            report.missing_from_file = by_id.len() - seen_ids + unnamed.values().sum::<usize>();
+        }
+        let (relabel, add): (Vec<_>, Vec<_>) = fresh.into_iter().partition(|(r, _)| *r);
+        for (_, e) in relabel {
+            self.upsert(e)?;
+        }
+        self.add(add.into_iter().map(|(_, e)| e).collect())?;
+        Ok(report)
     }
 
     /// Ids of the indexed examples, e.g. to refuse a live addition that reuses one.

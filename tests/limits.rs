@@ -339,3 +339,75 @@ async fn example_fields_are_bounded_and_neighbour_texts_cut() {
     assert!(text.ends_with('…'));
     server.stop().await;
 }
+
+/// Lines another process adds to the examples file while the server runs reach the index on
+/// `POST /v1/reload`; relabels apply; a second reload changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_picks_up_an_ingest_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples.jsonl");
+    std::fs::copy(crate::util::fixture("examples.jsonl"), &examples).unwrap();
+    let mut c = config(&[]);
+    c.routing.examples = examples.clone();
+    let router = std::sync::Arc::new(
+        model_router::router::Router::from_config(&c, crate::util::embedder(), &|_, _| {}).unwrap(),
+    );
+    let server = TestServer::start(&c, Some(router)).await;
+    let swallow = "What is the airspeed velocity of an unladen swallow?";
+    let (_, _, before) = server.route(json!({"query": swallow})).await;
+    assert_eq!(before["basis"], "out_of_distribution");
+
+    let toml_path = dir.path().join("router.toml");
+    let file_config = std::fs::read_to_string(crate::util::fixture("router.toml"))
+        .unwrap()
+        .replace(
+            "examples = \"examples.jsonl\"",
+            &format!("examples = {:?}", examples.display().to_string()),
+        );
+    std::fs::write(&toml_path, file_config).unwrap();
+    let new = dir.path().join("new.jsonl");
+    std::fs::write(
+        &new,
+        format!(
+            "{}\n{}\n",
+            json!({"id": "new-1", "text": swallow, "tier": "small"}),
+            json!({"text": "Name three Monty Python films.", "tier": "small"})
+        ),
+    )
+    .unwrap();
+    let out = crate::util::run_with(&toml_path, &["ingest", new.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (status, _, r) = server.post_json("/v1/reload", "").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["added"].as_u64(), r["relabelled"].as_u64()),
+        (Some(2), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["examples"], 13);
+    let (_, _, after) = server.route(json!({"query": swallow})).await;
+    assert_eq!(after["neighbors"][0]["id"], "new-1");
+    assert_eq!(after["tier"], "small");
+    let (_, _, again) = server.post_json("/v1/reload", "").await;
+    assert_eq!(
+        (again["added"].as_u64(), again["relabelled"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    // An edit of a label in the file applies on reload.
+    let text = std::fs::read_to_string(&examples).unwrap().replace(
+        &json!({"id": "new-1", "text": swallow, "tier": "small"}).to_string(),
+        &json!({"id": "new-1", "text": swallow, "tier": "large"}).to_string(),
+    );
+    std::fs::write(&examples, text).unwrap();
+    let (_, _, r) = server.post_json("/v1/reload", "").await;
+    assert_eq!(
+        (r["added"].as_u64(), r["relabelled"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+    let (_, _, relabelled) = server.route(json!({"query": swallow})).await;
+    assert_eq!(relabelled["tier"], "large");
+    server.stop().await;
+}

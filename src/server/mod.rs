@@ -623,6 +623,7 @@ pub fn app(state: AppState) -> axum::Router {
         .route("/v1/responses", post(proxy::responses))
         .route("/v1/models", get(route::models))
         .route("/v1/examples", post(route::add_examples))
+        .route("/v1/reload", post(route::reload))
         .route("/v1/feedback", post(feedback::feedback))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -262,6 +262,35 @@ pub async fn add_examples(
         .into_response())
 }
 
+/// `POST /v1/reload`: brings the index up to the examples file (after an `ingest` by another
+/// process, or an edit): new examples become routable, changed labels apply. Read under the
+/// file's lock, so a writer is never seen half-way.
+pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !auth::has_keys(&state) {
+        return Err(ApiError::forbidden(
+            "examples_disabled",
+            "reloading examples needs client API keys: set the variable that server.api_keys_env names",
+        ));
+    }
+    let engine = state.engine()?;
+    let _one_at_a_time = state.adding().lock().await;
+    let path = state.examples_path().to_path_buf();
+    let tiers = state.tiers().clone();
+    let router = engine.router.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let examples = update_examples(&path, &tiers, |set| Ok(set.examples().cloned().collect()))?;
+        router.sync(examples)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let total = engine.router.len();
+    state.metrics().examples.set(total as i64);
+    tracing::info!(?report, total, "examples reloaded");
+    let mut body = serde_json::to_value(report).map_err(ApiError::internal)?;
+    body["examples"] = total.into();
+    Ok(Json(body).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
