@@ -8,6 +8,10 @@
 //! and `/v1/responses` against `/v1/chat/completions`, each against the same local upstream
 //! called directly, in alternating rounds.
 //!
+//! Then huge queries: route p50 at concurrency 4 alone, and again while two other clients
+//! send ~1 MiB queries back to back (each is cut to 8 KiB before tokenising), with the
+//! process's RSS before and after (`LOAD_ONLY=huge`).
+//!
 //! Last, the cost of the decision log: route p50 with `[log] decisions` on vs off, in
 //! alternating rounds so that drift of a shared machine falls on both alike.
 //!
@@ -259,6 +263,9 @@ fn main() {
     if only.is_empty() || only == "fronts" {
         fronts_overhead(&bench);
     }
+    if only.is_empty() || only == "huge" {
+        huge_queries(&bench);
+    }
     if only.is_empty() || only == "log" {
         decision_log_cost(&bench);
     }
@@ -274,6 +281,89 @@ struct Bench {
     queries: Arc<Vec<String>>,
     /// Seconds per measured point.
     secs: f64,
+}
+
+/// Resident set size of this process, in MiB (Linux; 0 elsewhere).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Route p50 for normal clients (concurrency 4), alone and while two clients send ~1 MiB
+/// queries back to back; RSS before, after the huge phase, and after a quiet second.
+fn huge_queries(b: &Bench) {
+    let Bench {
+        server_rt,
+        client_rt,
+        client,
+        router,
+        upstream,
+        queries,
+        secs,
+    } = b;
+    let mut c = config(upstream, 32);
+    c.server.body_limit_bytes = 2 << 20;
+    let server = server_rt.block_on(start_server(&c, router.clone()));
+    let url = format!("{}/v1/route", server.url);
+    let q = queries.clone();
+    let normal: Arc<dyn Fn(usize) -> String + Send + Sync> =
+        Arc::new(move |i| serde_json::json!({"query": q[i % q.len()]}).to_string());
+    let rss_before = rss_mib();
+    let (_, alone, _) = client_rt.block_on(closed_loop(client, &url, 4, *secs, normal.clone()));
+    let huge_text = format!("{} ", queries[0]).repeat((1 << 20) / (queries[0].len() + 1));
+    let huge_body = serde_json::json!({"query": huge_text}).to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let background: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.clone(), huge_body.clone());
+            let (stop, sent) = (stop.clone(), sent.clone());
+            client_rt.spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = client.post(&url).body(body.clone()).send().await.unwrap();
+                    assert!(r.status().is_success(), "{}", r.status());
+                    r.bytes().await.unwrap();
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let (_, during, _) = client_rt.block_on(closed_loop(client, &url, 4, *secs, normal));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in background {
+        client_rt.block_on(t).unwrap();
+    }
+    let rss_after = rss_mib();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_quiet = rss_mib();
+    println!("\n| normal routes, concurrency 4 | p50 ms | p99 ms |");
+    println!("|---|---:|---:|");
+    println!(
+        "| alone | {:.2} | {:.2} |",
+        pct(&alone, 0.5),
+        pct(&alone, 0.99)
+    );
+    println!(
+        "| while 2 clients send 1 MiB queries ({} sent) | {:.2} | {:.2} |",
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        pct(&during, 0.5),
+        pct(&during, 0.99)
+    );
+    println!(
+        "\np50 with huge queries / alone: {:.2}; RSS {:.0} MiB before, {:.0} MiB after, {:.0} MiB a second later",
+        pct(&during, 0.5) / pct(&alone, 0.5),
+        rss_before,
+        rss_after,
+        rss_quiet
+    );
+    let _ = server.stop.send(());
 }
 
 /// Forwarding overhead p50 at concurrency 1 per front (explicit tier, so no decision): the

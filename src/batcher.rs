@@ -95,6 +95,21 @@ impl Query {
         Ok(Query { parts })
     }
 
+    /// Cuts every part to what the embedder reads ([`crate::embed::cut_for_embedding`]);
+    /// returns whether any was cut. The decision is the same; what is kept (in memory, in the
+    /// decision log) stays bounded however long the request was.
+    pub fn cut_to(&mut self, max_tokens: usize) -> bool {
+        let mut cut = false;
+        for (text, _) in &mut self.parts {
+            let keep = crate::embed::cut_for_embedding(text, max_tokens).len();
+            if keep < text.len() {
+                text.truncate(keep);
+                cut = true;
+            }
+        }
+        cut
+    }
+
     /// The texts embedded for this query, latest turn first, with their weights.
     pub fn parts(&self) -> &[(String, f32)] {
         &self.parts

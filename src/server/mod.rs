@@ -384,6 +384,11 @@ impl AppState {
         } else if let Some(budget) = &self.0.budget {
             policy.quality_target = lock(budget).target();
         }
+        // Cut before anything is kept or tokenised: a 1 MiB query costs what its first 8 KiB
+        // cost, in time and in memory (recent decisions, the log).
+        let mut query = query;
+        let max_tokens = engine.router.embedder().info().max_length;
+        let was_cut = query.cut_to(max_tokens);
         let parts = query.parts().to_vec();
         let started = Instant::now();
         let shadow = engine
@@ -400,12 +405,11 @@ impl AppState {
             self.log_shadow(id, endpoint, parts.clone(), shadow, pending, started);
         }
         decision.id = Some(id.to_string());
-        let max_tokens = engine.router.embedder().info().max_length;
-        let cut = max_tokens * crate::embed::BYTES_PER_TOKEN;
-        if parts.iter().any(|(t, _)| t.len() > cut) {
+        if was_cut {
             decision.reason += &format!(
-                "; the query is longer than {cut} bytes: only its start was embedded (the model \
-                 reads {max_tokens} tokens)"
+                "; the query is longer than {} bytes: only its start was embedded (the model \
+                 reads {max_tokens} tokens)",
+                max_tokens * crate::embed::BYTES_PER_TOKEN
             );
         }
         let tiers = self.tiers();
