@@ -13,6 +13,43 @@ const BLANKS: [&str; 3] = [
     " \u{1}\u{7f}\u{AD} ",
 ];
 
+/// A server over a copy of the fixture examples, and a config file for the CLI on the same copy.
+struct Served {
+    dir: tempfile::TempDir,
+    examples: std::path::PathBuf,
+    toml: std::path::PathBuf,
+    config: model_router::config::Config,
+    server: TestServer,
+}
+
+async fn served_copy() -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples.jsonl");
+    std::fs::copy(crate::util::fixture("examples.jsonl"), &examples).unwrap();
+    let mut config = config(&[]);
+    config.routing.examples = examples.clone();
+    let toml = dir.path().join("router.toml");
+    let text = std::fs::read_to_string(crate::util::fixture("router.toml"))
+        .unwrap()
+        .replace(
+            "examples = \"examples.jsonl\"",
+            &format!("examples = {:?}", examples.display().to_string()),
+        );
+    std::fs::write(&toml, text).unwrap();
+    let router = std::sync::Arc::new(
+        model_router::router::Router::from_config(&config, crate::util::embedder(), &|_, _| {})
+            .unwrap(),
+    );
+    let server = TestServer::start(&config, Some(router)).await;
+    Served {
+        dir,
+        examples,
+        toml,
+        config,
+        server,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invisible_queries_are_empty_everywhere() {
     let server = TestServer::start(&config(&[]), Some(fixture_router())).await;
@@ -200,22 +237,13 @@ async fn shutdown_drops_half_sent_requests_at_once() {
 /// under its lock), so the file stays loadable; live additions and concurrent ingests all land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_live_additions_never_duplicate_or_lose_an_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = dir.path().join("examples.jsonl");
-    std::fs::copy(crate::util::fixture("examples.jsonl"), &examples).unwrap();
-    let mut c = config(&[]);
-    c.routing.examples = examples.clone();
-    let toml_path = dir.path().join("router.toml");
-    let mut file_config = std::fs::read_to_string(crate::util::fixture("router.toml")).unwrap();
-    file_config = file_config.replace(
-        "examples = \"examples.jsonl\"",
-        &format!("examples = {:?}", examples.display().to_string()),
-    );
-    std::fs::write(&toml_path, &file_config).unwrap();
-    let router = std::sync::Arc::new(
-        model_router::router::Router::from_config(&c, crate::util::embedder(), &|_, _| {}).unwrap(),
-    );
-    let server = TestServer::start(&c, Some(router)).await;
+    let Served {
+        dir,
+        examples,
+        toml: toml_path,
+        config: c,
+        server,
+    } = served_copy().await;
 
     let batch = |name: &str, ids: std::ops::Range<usize>| {
         let path = dir.path().join(name);
@@ -268,15 +296,13 @@ async fn ingest_and_live_additions_never_duplicate_or_lose_an_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_fields_are_bounded_and_neighbour_texts_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = dir.path().join("examples.jsonl");
-    std::fs::copy(crate::util::fixture("examples.jsonl"), &examples).unwrap();
-    let mut c = config(&[]);
-    c.routing.examples = examples.clone();
-    let router = std::sync::Arc::new(
-        model_router::router::Router::from_config(&c, crate::util::embedder(), &|_, _| {}).unwrap(),
-    );
-    let server = TestServer::start(&c, Some(router)).await;
+    let Served {
+        dir,
+        examples,
+        toml: toml_path,
+        config: _,
+        server,
+    } = served_copy().await;
     let before = std::fs::read(&examples).unwrap();
     let one = |field: &str, value: serde_json::Value| {
         let mut e = json!({"id": "x-1", "text": "a fine question", "tier": "small"});
@@ -300,14 +326,6 @@ async fn example_fields_are_bounded_and_neighbour_texts_cut() {
     }
     assert_eq!(std::fs::read(&examples).unwrap(), before, "nothing written");
     // The same limits in `ingest`, naming the line.
-    let toml_path = dir.path().join("router.toml");
-    let file_config = std::fs::read_to_string(crate::util::fixture("router.toml"))
-        .unwrap()
-        .replace(
-            "examples = \"examples.jsonl\"",
-            &format!("examples = {:?}", examples.display().to_string()),
-        );
-    std::fs::write(&toml_path, file_config).unwrap();
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(
         &bad,
@@ -344,27 +362,17 @@ async fn example_fields_are_bounded_and_neighbour_texts_cut() {
 /// `POST /v1/reload`; relabels apply; a second reload changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_picks_up_an_ingest_while_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let examples = dir.path().join("examples.jsonl");
-    std::fs::copy(crate::util::fixture("examples.jsonl"), &examples).unwrap();
-    let mut c = config(&[]);
-    c.routing.examples = examples.clone();
-    let router = std::sync::Arc::new(
-        model_router::router::Router::from_config(&c, crate::util::embedder(), &|_, _| {}).unwrap(),
-    );
-    let server = TestServer::start(&c, Some(router)).await;
+    let Served {
+        dir,
+        examples,
+        toml: toml_path,
+        config: _,
+        server,
+    } = served_copy().await;
     let swallow = "What is the airspeed velocity of an unladen swallow?";
     let (_, _, before) = server.route(json!({"query": swallow})).await;
     assert_eq!(before["basis"], "out_of_distribution");
 
-    let toml_path = dir.path().join("router.toml");
-    let file_config = std::fs::read_to_string(crate::util::fixture("router.toml"))
-        .unwrap()
-        .replace(
-            "examples = \"examples.jsonl\"",
-            &format!("examples = {:?}", examples.display().to_string()),
-        );
-    std::fs::write(&toml_path, file_config).unwrap();
     let new = dir.path().join("new.jsonl");
     std::fs::write(
         &new,
