@@ -12,6 +12,11 @@
 //! send ~1 MiB queries back to back (each is cut to 8 KiB before tokenising), with the
 //! process's RSS before and after (`LOAD_ONLY=huge`).
 //!
+//! A soak (`LOAD_ONLY=soak`, `SOAK_SECS`, default 60): 16 clients for the whole time, mixing
+//! routes, `auto` and forced chat completions through the local upstream, and bad inputs;
+//! prints requests/s, unexpected answers (a bad input must get its 4xx, everything else 200)
+//! and RSS at start and end. Not part of the default run.
+//!
 //! Last, the cost of the decision log: route p50 with `[log] decisions` on vs off, in
 //! alternating rounds so that drift of a shared machine falls on both alike.
 //!
@@ -266,6 +271,10 @@ fn main() {
     if only.is_empty() || only == "huge" {
         huge_queries(&bench);
     }
+    if only == "soak" {
+        soak(&bench);
+        return;
+    }
     if only.is_empty() || only == "log" {
         decision_log_cost(&bench);
     }
@@ -281,6 +290,70 @@ struct Bench {
     queries: Arc<Vec<String>>,
     /// Seconds per measured point.
     secs: f64,
+}
+
+/// See the module docs: mixed traffic for `SOAK_SECS`, unexpected answers counted.
+fn soak(b: &Bench) {
+    let Bench {
+        server_rt,
+        client_rt,
+        client,
+        router,
+        upstream,
+        queries,
+        ..
+    } = b;
+    let secs: f64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60.0);
+    let server = server_rt.block_on(start_server(&config(upstream, 32), router.clone()));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let rss_start = rss_mib();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, base, q) = (client.clone(), server.url.clone(), queries.clone());
+            client_rt.spawn(async move {
+                let (mut done, mut unexpected) = (0usize, 0usize);
+                let mut i = w;
+                while Instant::now() < until {
+                    let text = &q[i % q.len()];
+                    let (path, body, want) = match i % 5 {
+                        0 | 1 => ("/v1/route", serde_json::json!({"query": text}).to_string(), 200),
+                        2 => ("/v1/chat/completions", serde_json::json!({"model": "auto", "messages": [{"role": "user", "content": text}]}).to_string(), 200),
+                        3 => ("/v1/chat/completions", serde_json::json!({"model": "small", "messages": [{"role": "user", "content": text}]}).to_string(), 200),
+                        _ => ("/v1/route", "{\"query\": ".to_string(), 400),
+                    };
+                    match client.post(format!("{base}{path}")).body(body).send().await {
+                        Ok(r) => {
+                            unexpected += usize::from(r.status().as_u16() != want);
+                            let _ = r.bytes().await;
+                        }
+                        Err(_) => unexpected += 1,
+                    }
+                    done += 1;
+                    i += 16;
+                }
+                (done, unexpected)
+            })
+        })
+        .collect();
+    let (mut done, mut unexpected) = (0, 0);
+    for t in tasks {
+        let (d, u) = client_rt.block_on(t).unwrap();
+        done += d;
+        unexpected += u;
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "\nsoak: {done} requests in {took:.0} s ({:.0}/s) from 16 clients, {unexpected} unexpected \
+         answers; RSS {:.0} MiB at start, {:.0} MiB at the end",
+        done as f64 / took,
+        rss_start,
+        rss_mib()
+    );
+    let _ = server.stop.send(());
 }
 
 /// Resident set size of this process, in MiB (Linux; 0 elsewhere).
