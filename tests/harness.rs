@@ -123,6 +123,14 @@ impl TestServer {
         json_of(self.post(path, body).send().await.unwrap()).await
     }
 
+    /// POSTs [`chat`] to `/v1/chat/completions` with the router key.
+    pub(crate) async fn chat(&self, model: &str, text: &str) -> reqwest::Response {
+        self.post("/v1/chat/completions", chat(model, text))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn route(
         &self,
         body: Value,
@@ -155,6 +163,11 @@ impl TestServer {
             .unwrap()
             .unwrap();
     }
+}
+
+/// A chat-completions body: `model` and one user message.
+pub(crate) fn chat(model: &str, text: &str) -> String {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]}).to_string()
 }
 
 pub(crate) async fn json_of(

@@ -60,9 +60,8 @@ async fn invisible_queries_are_empty_everywhere() {
             .route(json!({"messages": [{"role": "user", "content": blank}]}))
             .await;
         assert_error(&r, 400, "empty_query");
-        let chat = json!({"model": "auto", "messages": [{"role": "user", "content": blank}]});
         let r = server
-            .post_json("/v1/chat/completions", chat.to_string())
+            .post_json("/v1/chat/completions", chat("auto", blank))
             .await;
         assert_error(&r, 400, "empty_query");
         if !blank.contains('\0') {

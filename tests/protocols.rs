@@ -301,10 +301,7 @@ async fn sessions_escalate_and_never_step_down() {
     c.server.session_from_body = true;
     let server = TestServer::start(&c, Some(fixture_router())).await;
     let chat = |text: &str, session: Option<&str>| {
-        let mut r = server.post(
-            "/v1/chat/completions",
-            json!({"model": "auto", "messages": [{"role": "user", "content": text}]}).to_string(),
-        );
+        let mut r = server.post("/v1/chat/completions", chat("auto", text));
         if let Some(s) = session {
             r = r.header("x-session-id", s);
         }

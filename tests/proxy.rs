@@ -67,12 +67,7 @@ async fn forwards_with_the_upstreams_key_and_the_body_untouched() {
     );
 
     // The cheap path for an easy chat.
-    let easy = json!({"model": "auto", "messages": [{"role": "user", "content": EASY}]});
-    let r = server
-        .post("/v1/chat/completions", easy.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = server.chat("auto", EASY).await;
     assert_eq!(header(r.headers(), "x-router-tier"), "small");
     assert_eq!(small.received()[0].model, "test-small");
     server.stop().await;
@@ -85,11 +80,8 @@ async fn explicit_tiers_and_concrete_models_skip_the_decision() {
     let c = config(&[("small", &small.base_url), ("medium", &medium.base_url)]);
     // Not ready (no model loaded): forcing a tier needs no decision, so it still works.
     let server = TestServer::start(&c, None).await;
-    let chat = |model: &str| {
-        json!({"model": model, "messages": [{"role": "user", "content": HARD}]}).to_string()
-    };
     let r = server
-        .post("/v1/chat/completions", chat("small"))
+        .post("/v1/chat/completions", chat("small", HARD))
         .send()
         .await
         .unwrap();
@@ -103,14 +95,16 @@ async fn explicit_tiers_and_concrete_models_skip_the_decision() {
     );
     assert_eq!(small.received()[0].model, "test-small");
     let r = server
-        .post("/v1/chat/completions", chat("test-medium"))
+        .post("/v1/chat/completions", chat("test-medium", HARD))
         .send()
         .await
         .unwrap();
     assert_eq!(header(r.headers(), "x-router-tier"), "medium");
     assert_eq!(medium.received()[0].model, "test-medium");
     // `auto` needs the model: 503 until it is loaded.
-    let r = server.post_json("/v1/chat/completions", chat("auto")).await;
+    let r = server
+        .post_json("/v1/chat/completions", chat("auto", HARD))
+        .await;
     assert_error(&r, 503, "not_ready");
     server.stop().await;
 }
@@ -163,11 +157,8 @@ async fn upstream_failures_are_fast_5xx() {
         ("large", &hanging.base_url),
     ]);
     let server = TestServer::start(&c, Some(fixture_router())).await;
-    let chat = |model: &str| {
-        json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string()
-    };
     let call = |model: &str| {
-        let req = server.post("/v1/chat/completions", chat(model));
+        let req = server.post("/v1/chat/completions", chat(model, "hi"));
         async move { json_of(req.send().await.unwrap()).await }
     };
     let down = call("small").await;
@@ -199,7 +190,7 @@ async fn upstream_failures_are_fast_5xx() {
     let server2 = TestServer::start(&c, Some(fixture_router())).await;
     let r = json_of(
         server2
-            .post("/v1/chat/completions", chat("small"))
+            .post("/v1/chat/completions", chat("small", "hi"))
             .send()
             .await
             .unwrap(),

@@ -440,12 +440,7 @@ async fn metrics_cover_requests_decisions_latency_batches_and_upstreams() {
         assert_eq!(server.route(json!({"query": HARD})).await.0, StatusCode::OK);
     }
     assert_eq!(server.route(json!({})).await.0, StatusCode::BAD_REQUEST);
-    let chat = json!({"model": "auto", "messages": [{"role": "user", "content": EASY}]});
-    let r = server
-        .post("/v1/chat/completions", chat.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = server.chat("auto", EASY).await;
     assert_eq!(r.status(), StatusCode::OK);
     let m = server.metrics().await;
     let count = |name: &str, labels: &[(&str, &str)]| metric(&m, name, labels);
