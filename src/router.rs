@@ -335,7 +335,7 @@ impl Router {
 
     /// Routes one query with another policy (e.g. a per-request quality target).
     pub fn route_with(&self, query: &str, policy: &Policy) -> Result<Decision> {
-        let query = check_query(query)?;
+        let query = query_text(query)?;
         let vector = self
             .embedder
             .embed(&[query])?
@@ -348,7 +348,7 @@ impl Router {
     pub fn route_batch(&self, queries: &[&str], policy: &Policy) -> Result<Vec<Decision>> {
         let queries: Vec<&str> = queries
             .iter()
-            .map(|q| check_query(q))
+            .map(|q| query_text(q))
             .collect::<Result<_>>()?;
         let vectors = self.embedder.embed(&queries)?;
         vectors.iter().map(|v| self.decide(v, policy)).collect()
@@ -511,10 +511,6 @@ pub fn query_text(query: &str) -> Result<&str> {
     } else {
         Ok(q)
     }
-}
-
-fn check_query(query: &str) -> Result<&str> {
-    query_text(query)
 }
 
 /// A deterministic stand-in embedding for logic tests: a bag of hashed words in 64

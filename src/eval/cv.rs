@@ -144,13 +144,11 @@ pub fn cross_validate(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::corpus::{OutcomeMap, Scale};
-    use crate::embed::Embedder;
+
     use crate::eval::metrics::tests::close;
-    use crate::eval::test_record as record;
+    use crate::eval::{test_record as record, test_setup};
     use crate::vote::Policy;
 
     #[test]
@@ -190,15 +188,12 @@ mod tests {
                 true,
             ));
         }
-        let tiers = crate::tier::test_tiers(&["small", "large"]);
-        let map = OutcomeMap::parse(&["small=s".into(), "large=l".into()], &tiers).unwrap();
         let policy = Policy {
             k: 4,
             temperature: 1000.0,
             ..Policy::default()
         };
-        let embedder: Arc<dyn Embedder> = Arc::new(crate::router::HashedWords::new());
-        let setup = Setup::new(embedder, tiers, map, Scale::Auto, vec![policy], None).unwrap();
+        let setup = test_setup(policy);
         let run = |folds| {
             let (items, routed) =
                 cross_validate(&setup, &records, Smooth::None, folds, &|_, _| {}).unwrap();

@@ -269,12 +269,10 @@ pub fn learning_curve(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::corpus::{OutcomeMap, Scale};
-    use crate::embed::Embedder;
-    use crate::eval::test_record;
+
+    use crate::eval::{test_record, test_setup};
     use crate::vote::Policy;
 
     #[test]
@@ -333,16 +331,13 @@ mod tests {
                 ));
             }
         }
-        let tiers = crate::tier::test_tiers(&["small", "large"]);
-        let map = OutcomeMap::parse(&["small=s".into(), "large=l".into()], &tiers).unwrap();
         let policy = Policy {
             k: 8,
             temperature: 1000.0,
             min_similarity: 0.0,
             ..Policy::default()
         };
-        let embedder: Arc<dyn Embedder> = Arc::new(crate::router::HashedWords::new());
-        let setup = Setup::new(embedder, tiers, map, Scale::Auto, vec![policy], None).unwrap();
+        let setup = test_setup(policy);
         let options = LearningOptions {
             sizes: vec![
                 Size::Count(0),

@@ -337,6 +337,16 @@ pub fn items_from_records(
     Ok((items, kept, skipped))
 }
 
+/// A setup for tests over [`test_record`]s: tiers `small` and `large` mapped to the keys `s`
+/// and `l`, the hashed-words embedder, one policy, no cache.
+#[cfg(test)]
+pub(crate) fn test_setup(policy: Policy) -> Setup {
+    let tiers = crate::tier::test_tiers(&["small", "large"]);
+    let map = OutcomeMap::parse(&["small=s".into(), "large=l".into()], &tiers).unwrap();
+    let embedder: Arc<dyn Embedder> = Arc::new(crate::router::HashedWords::new());
+    Setup::new(embedder, tiers, map, Scale::Auto, vec![policy], None).unwrap()
+}
+
 /// An outcome record for tests: small's pass or fail, large always passing, outcome keys `s`
 /// and `l`.
 #[cfg(test)]

@@ -164,12 +164,11 @@ pub fn budget_stream(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
-    use crate::corpus::{outcome_examples, OutcomeMap, Scale};
-    use crate::embed::Embedder;
-    use crate::eval::test_record;
+    use crate::corpus::{outcome_examples, Scale};
+
+    use crate::eval::{test_record, test_setup};
     use crate::vote::Policy;
 
     #[test]
@@ -197,8 +196,6 @@ mod tests {
                 t % 9 >= 5,
             ));
         }
-        let tiers = crate::tier::test_tiers(&["small", "large"]);
-        let map = OutcomeMap::parse(&["small=s".into(), "large=l".into()], &tiers).unwrap();
         let policy = Policy {
             k: 8,
             temperature: 1000.0,
@@ -206,8 +203,7 @@ mod tests {
             quality_target: 0.95,
             ..Policy::default()
         };
-        let embedder: Arc<dyn Embedder> = Arc::new(crate::router::HashedWords::new());
-        let setup = Setup::new(embedder, tiers, map, Scale::Auto, vec![policy], None).unwrap();
+        let setup = test_setup(policy);
         let (examples, _) = outcome_examples(&seed, &setup.map, Scale::Auto).unwrap();
         let options = StreamOptions {
             limit: Limit {
