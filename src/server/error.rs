@@ -155,11 +155,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The OpenAI-style JSON body, `{"error": {"message", "type", "code"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {"message": self.message, "type": self.kind, "code": self.code}
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": {"message": self.message, "type": self.kind, "code": self.code}
-        });
+        let body = self.body();
         let status = self.status;
         let retry_after = self.retry_after;
         let mut response = (status, axum::Json(body)).into_response();

@@ -839,11 +839,15 @@ async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
         }
     })
     .await;
-    let body = serde_json::json!({"error": {
-        "message": format!("the server is at its connection limit ({limit}, server.max_connections): retry after the Retry-After delay"),
-        "type": "server_error",
-        "code": "too_many_connections",
-    }})
+    // Written by hand (the connection never reaches hyper), in the shape of every other error.
+    let body = ApiError::unavailable(
+        "too_many_connections",
+        format!(
+            "the server is at its connection limit ({limit}, server.max_connections): retry \
+             after the Retry-After delay"
+        ),
+    )
+    .body()
     .to_string();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
