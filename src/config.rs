@@ -130,6 +130,8 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Time for a client to send a request's body once its headers are in (`408`).
     pub body_read_timeout_secs: u64,
+    /// Largest request head (request line and headers) read, in bytes; past it, `431`.
+    pub max_header_bytes: usize,
     /// Neighbour texts in a decision's JSON are cut to this many characters (`…` marks it).
     pub neighbor_text_chars: usize,
 }
@@ -153,6 +155,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
+            max_header_bytes: 64 << 10,
             neighbor_text_chars: 1000,
         }
     }
@@ -181,6 +184,10 @@ impl ServerConfig {
         }
         if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
             return bad("header_read_timeout_secs and body_read_timeout_secs must be at least 1");
+        }
+        if self.max_header_bytes < 8192 {
+            // hyper's smallest read buffer; a request head of a few headers needs ~1 KiB.
+            return bad("max_header_bytes must be at least 8192");
         }
         Ok(())
     }

@@ -162,6 +162,45 @@ async fn a_slowloris_client_is_cut_off() {
     server.stop().await;
 }
 
+/// Requests hyper refuses before the app sees them (it cannot parse them) get the same JSON
+/// error shape as every other refusal; a valid request before one on the same connection is
+/// answered normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparseable_requests_get_json_errors() {
+    use tokio::io::AsyncWriteExt;
+    let mut c = config(&[]);
+    c.server.max_header_bytes = 16 << 10;
+    let server = TestServer::start(&c, Some(fixture_router())).await;
+    let ok = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    let many: Vec<u8> = (0..120)
+        .flat_map(|i| format!("x-h{i}: a\r\n").into_bytes())
+        .collect();
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad\x01Name: v\r\n\r\n".to_vec(), "400", "malformed_request"),
+        (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello".to_vec(), "400", "malformed_request"),
+        (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), "400", "malformed_request"),
+        ([&b"GET /healthz HTTP/1.1\r\nx-big: "[..], &[b'a'; 20_000], b"\r\n\r\n"].concat(), "431", "headers_too_large"),
+        ([&b"GET /healthz HTTP/1.1\r\n"[..], &many, b"\r\n"].concat(), "431", "headers_too_large"),
+        ([&ok[..], b"GET /healthz HTTP/1.1\r\nBad\x01Name: v\r\n\r\n"].concat(), "400", "malformed_request"),
+    ];
+    for (request, status, code) in cases {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(&request).await.unwrap();
+        let answer = read_to_close(&mut s).await;
+        let last = answer.rfind("HTTP/1.1 ").unwrap();
+        if last > 0 {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        let (head, body) = answer[last..].split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], code, "{json}");
+        assert_eq!(json["error"]["type"], "invalid_request_error", "{json}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_limit_new_connections_get_a_fast_503() {
     let server = bounded(4, 300).await;

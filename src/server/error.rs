@@ -137,6 +137,11 @@ impl ApiError {
         }
     }
 
+    /// The same error with another status (e.g. `414`, `431` for requests too big to parse).
+    pub fn with_status(self, status: StatusCode) -> Self {
+        ApiError { status, ..self }
+    }
+
     /// 502 or 504: the upstream failed; the message names it but carries nothing secret.
     pub fn upstream(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self::new(status, "upstream_error", code, message.into())

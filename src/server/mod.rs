@@ -12,12 +12,12 @@
 mod auth;
 pub mod error;
 mod feedback;
+mod listener;
 pub mod metrics;
 mod proxy;
 mod route;
 mod session;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +43,7 @@ use crate::tier::Tiers;
 use crate::vote::{cheapest_sufficient, Policy};
 
 pub use error::{ApiError, ApiJson};
+pub use listener::serve;
 pub use metrics::Metrics;
 
 /// The request id header: taken from the client if present, made up (UUID v4) otherwise,
@@ -718,147 +719,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
-}
-
-/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests and streams finish for at most `server.shutdown_grace_secs`, and
-/// returns. Idle and half-sent connections are closed at once on shutdown.
-///
-/// Every connection is bounded: at most `server.max_connections` at once (a connection past
-/// the limit gets a `503` JSON answer and is closed, so the process never runs out of file
-/// descriptors for its own health checks), `server.header_read_timeout_secs` to send a
-/// request's headers (and to start the next request on a kept-alive connection), and
-/// `server.body_read_timeout_secs` to send its body (`408`).
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    let settings = state.settings().clone();
-    let grace = Duration::from_secs(settings.shutdown_grace_secs);
-    let header_timeout = Duration::from_secs(settings.header_read_timeout_secs);
-    let app = app(state.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
-    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, or a connection reset before it was taken:
-                    // back off a moment instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            state.metrics().connections_refused.inc();
-            tokio::spawn(refuse(stream, settings.max_connections));
-            continue;
-        };
-        // Requests this connection has handed to the app: a connection still reading its
-        // first request's head has none, and shutdown drops it at once.
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let service = {
-            let (app, calls) = (app.clone(), calls.clone());
-            TowerToHyperService::new(tower::service_fn(
-                move |req: axum::http::Request<hyper::body::Incoming>| {
-                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tower::ServiceExt::oneshot(app.clone(), req)
-                },
-            ))
-        };
-        let mut closing = closing_rx.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true);
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => {
-                    if calls.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-                        // Never got a whole request: dropped now, not waited on.
-                        return;
-                    }
-                    // Idle connections and half-sent follow-up requests close now; a request
-                    // in flight (or a stream) finishes, then its connection closes.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("shutting down: finishing in-flight requests");
-    let _ = closing_tx.send(true);
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(grace, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "grace period over: dropping the connections still open"
-        );
-    }
-    Ok(())
-}
-
-/// Answers a connection past `server.max_connections` with a `503` and closes it: reads the
-/// request head first (at most 8 KiB, for at most a second), so that the client reads an
-/// answer to its request rather than a connection reset.
-async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let mut head = Vec::with_capacity(1024);
-        let mut buf = [0u8; 1024];
-        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    // Written by hand (the connection never reaches hyper), in the shape of every other error.
-    let body = ApiError::unavailable(
-        "too_many_connections",
-        format!(
-            "the server is at its connection limit ({limit}, server.max_connections): retry \
-             after the Retry-After delay"
-        ),
-    )
-    .body()
-    .to_string();
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(response.as_bytes()).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
 }
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM.
