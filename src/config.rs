@@ -302,7 +302,7 @@ pub struct UpstreamConfig {
 
 /// The API family an upstream speaks. A request is only forwarded to an upstream of its own
 /// kind: there is no translation between protocols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamKind {
     #[default]

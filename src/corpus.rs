@@ -14,7 +14,7 @@ use crate::error::{Error, LineError, Result};
 use crate::tier::Tiers;
 
 /// What an example says about the tiers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Label {
     /// The cheapest tier that answers it well: quality 0 below it, 1 from it up.
@@ -42,10 +42,11 @@ impl Label {
 }
 
 /// One labeled example query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Example {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[schema(pattern = "\\S")]
     pub text: String,
     #[serde(flatten)]
     pub label: Label,

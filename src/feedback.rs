@@ -21,15 +21,18 @@ use crate::error::{Error, Result};
 use crate::tier::Tiers;
 
 /// One piece of feedback, as sent (`POST /v1/feedback` body, or a line of a feedback file).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Feedback {
     /// The decision's id (the request's `x-request-id`).
     pub id: String,
+    /// A score per tier: a number in [0, 1] or a boolean.
     #[serde(default)]
     pub outcomes: Option<BTreeMap<String, serde_json::Value>>,
+    /// The cheapest tier that would have done.
     #[serde(default)]
     pub tier: Option<String>,
+    /// A score for the tier that served it: a number in [0, 1] or a boolean.
     #[serde(default)]
     pub score: Option<serde_json::Value>,
 }

@@ -21,7 +21,7 @@ use crate::vote::{vote, Basis, CategoryBaseline, Evidence, Policy, TierScores};
 const BUILD_CHUNK: usize = 256;
 
 /// What [`Router::sync`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     pub added: usize,
     pub relabelled: usize,
@@ -32,7 +32,7 @@ pub struct SyncReport {
 }
 
 /// A routing decision and everything needed to see why it was made.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     /// The request's id (`x-request-id` in the server); feedback refers to it. `None` outside
     /// a request.
@@ -42,6 +42,7 @@ pub struct Decision {
     pub model: String,
     pub confidence: f32,
     /// Expected quality per tier, Q(t), in tier order.
+    #[schema(value_type = std::collections::BTreeMap<String, f32>)]
     pub quality: TierScores,
     pub basis: Basis,
     pub reason: String,
@@ -49,7 +50,7 @@ pub struct Decision {
 }
 
 /// One of the examples the decision was based on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Neighbor {
     pub id: Option<String>,
     pub text: String,

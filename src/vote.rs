@@ -150,7 +150,7 @@ impl Serialize for TierScores {
 }
 
 /// Why the vote chose what it chose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Basis {
     /// The neighbours' expected quality decided.

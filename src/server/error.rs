@@ -8,6 +8,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::batcher::SubmitError;
 use crate::error::Error;
@@ -160,12 +162,43 @@ impl ApiError {
     }
 }
 
+/// The body of every error the router answers itself (OpenAI's shape).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// e.g. `invalid_request_error`, `authentication_error`, `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stable and machine-readable, e.g. `empty_query`; the table in docs/http.md lists them.
+    pub code: String,
+}
+
+/// The body of the router's own errors on the Anthropic endpoints (Anthropic's shape).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnthropicErrorBody {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    #[schema(example = "error")]
+    pub kind: String,
+    pub error: ErrorDetail,
+}
+
 impl ApiError {
     /// The OpenAI-style JSON body, `{"error": {"message", "type", "code"}}`.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "error": {"message": self.message, "type": self.kind, "code": self.code}
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind.to_string(),
+                code: self.code.to_string(),
+            },
         })
+        .expect("strings serialise")
     }
 }
 
@@ -210,10 +243,14 @@ pub async fn anthropic_errors(req: Request, next: axum::middleware::Next) -> Res
     let Some(e) = response.extensions_mut().remove::<ApiError>() else {
         return response;
     };
-    let body = serde_json::json!({
-        "type": "error",
-        "error": {"type": anthropic_type(e.status), "message": e.message, "code": e.code},
-    });
+    let body = AnthropicErrorBody {
+        kind: "error".into(),
+        error: ErrorDetail {
+            message: e.message,
+            kind: anthropic_type(e.status).into(),
+            code: e.code.into(),
+        },
+    };
     let mut out = (e.status, axum::Json(body)).into_response();
     for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
         if let Some(v) = response.headers().get(&name) {

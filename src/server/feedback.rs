@@ -7,12 +7,46 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::{auth, ApiError, ApiJson, AppState};
 use crate::corpus::{update_examples, Label};
 use crate::error::Error;
 use crate::feedback::{apply, Applied, Feedback};
 
+/// `POST /v1/feedback` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackResult {
+    /// The example the feedback became, `fb-<decision id>`.
+    id: Option<String>,
+    /// The decision's id.
+    decision: String,
+    /// `added`, `merged` or `unchanged`.
+    #[schema(example = "added")]
+    result: &'static str,
+    /// The example's label now: `{tier: score}`, or `{"tier": name}`.
+    #[schema(value_type = Object)]
+    outcomes: serde_json::Value,
+    /// Examples in the index now.
+    examples: usize,
+}
+
+/// How a routed request went, by its decision id: becomes (or merges into) the example
+/// `fb-<decision id>`, persisted, then routable. Exactly one of `outcomes`, `tier`, `score`.
+#[utoipa::path(
+    post, path = "/v1/feedback", tag = "examples",
+    request_body = Feedback,
+    responses(
+        (status = 201, description = "A new example", body = FeedbackResult),
+        (status = 200, description = "Merged into the decision's example, or unchanged", body = FeedbackResult),
+        (status = 403, description = "No client keys are configured: feedback is disabled", body = ErrorBody),
+        (status = 404, description = "`unknown_decision`: no such decision is kept here", body = ErrorBody),
+        (status = 409, description = "`feedback_conflict`: contradicts earlier feedback", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+)]
 pub async fn feedback(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Feedback>,
@@ -85,13 +119,13 @@ pub async fn feedback(
     };
     Ok((
         status,
-        Json(serde_json::json!({
-            "id": example.id,
-            "decision": decision.id,
-            "result": applied.as_str(),
-            "outcomes": outcomes,
-            "examples": total,
-        })),
+        Json(FeedbackResult {
+            id: example.id,
+            decision: decision.id.clone(),
+            result: applied.as_str(),
+            outcomes,
+            examples: total,
+        }),
     )
         .into_response())
 }

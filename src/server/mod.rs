@@ -14,6 +14,7 @@ pub mod error;
 mod feedback;
 mod listener;
 pub mod metrics;
+pub mod openapi;
 mod proxy;
 mod route;
 mod session;
@@ -42,6 +43,7 @@ use crate::router::{Decision, Router};
 use crate::tier::Tiers;
 use crate::vote::{cheapest_sufficient, Policy};
 
+use error::ErrorBody;
 pub use error::{ApiError, ApiJson};
 pub use listener::serve;
 pub use metrics::Metrics;
@@ -637,7 +639,8 @@ pub fn app(state: AppState) -> axum::Router {
     let open = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics));
+        .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(openapi::document));
     let limit = state.settings().body_limit_bytes;
     api.merge(anthropic)
         .merge(open)
@@ -674,22 +677,52 @@ pub fn app(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// `GET /healthz` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
+/// `GET /readyz` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Ready {
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// Examples in the index.
+    examples: usize,
+    /// `hnsw` or `flat`.
+    index: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> impl IntoResponse {
+    axum::Json(Health { status: "ok" })
+}
+
+/// Readiness: the model and the index are loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready to route", body = Ready),
+    (status = 503, description = "`not_ready`: still loading", body = ErrorBody),
+))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.engine() {
-        Ok(engine) => axum::Json(serde_json::json!({
-            "status": "ready",
-            "examples": engine.router.len(),
-            "index": engine.router.index_kind(),
-        }))
+        Ok(engine) => axum::Json(Ready {
+            status: "ready",
+            examples: engine.router.len(),
+            index: engine.router.index_kind(),
+        })
         .into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+))]
 async fn render_metrics(State(state): State<AppState>) -> Response {
     if let Ok(engine) = state.engine() {
         state

@@ -25,8 +25,9 @@ use futures_util::{Stream, StreamExt};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-use super::route::{conversation, decision_headers, server_timing, Message};
+use super::route::{conversation, decision_headers, server_timing, Message, SessionHeader};
 use super::session::session_key;
 use super::{ApiError, ApiJson, AppState, Metrics, Upstream};
 use crate::batcher::{ContextRule, Query};
@@ -186,6 +187,81 @@ impl Api {
     }
 }
 
+// What the router reads of each forwarded body, for the OpenAPI document: the handlers keep
+// the body as a [`RawObject`] and read these members from it (`model` always; the messages or
+// input when routing on `auto`); every other member passes through unread.
+
+/// An OpenAI chat completion request. Other members pass through to the upstream unchanged.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChatRequest {
+    /// `auto` (the router chooses), a tier name, or a model a tier is served as.
+    #[schema(example = "auto")]
+    model: String,
+    messages: Vec<Message>,
+    /// Relayed as server-sent events when true.
+    stream: Option<bool>,
+}
+
+/// An OpenAI Responses request. Other members pass through to the upstream unchanged.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ResponsesRequest {
+    /// `auto` (the router chooses), a tier name, or a model a tier is served as.
+    #[schema(example = "auto")]
+    model: String,
+    input: ResponsesInput,
+    stream: Option<bool>,
+}
+
+/// A string, or input items (user items' `input_text` parts are routed on).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ResponsesInput {
+    Text(String),
+    Items(Vec<Message>),
+}
+
+/// An Anthropic Messages (or count_tokens) request. Other members (`max_tokens`, `system`,
+/// tools...) pass through to the upstream unchanged.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MessagesRequest {
+    /// `auto` (the router chooses), a tier name, or a model a tier is served as.
+    #[schema(example = "auto")]
+    model: String,
+    messages: Vec<Message>,
+    stream: Option<bool>,
+}
+
+/// One server-sent event of a streamed answer, as the upstream sent it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    event: Option<String>,
+    data: String,
+    id: Option<String>,
+    retry: Option<u64>,
+}
+
+/// Forwards an OpenAI chat completion to the chosen tier's OpenAI-kind upstream.
+#[utoipa::path(
+    post, path = "/v1/chat/completions", tag = "proxy",
+    request_body = ChatRequest,
+    params(SessionHeader),
+    responses(
+        (status = 200, description = "The upstream's answer, relayed as it arrives", content(
+            (Object = "application/json"),
+            (SseEvent = "text/event-stream"),
+        ), headers(
+            ("x-router-tier" = String, description = "The tier it went to"),
+            ("x-router-model" = String, description = "The model it was sent as"),
+        )),
+        (status = "default", description = "The upstream's own error, relayed with its status"),
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -194,6 +270,20 @@ pub async fn chat_completions(
     proxy(state, headers, body, Api::Chat).await
 }
 
+/// Forwards an OpenAI Responses request to the chosen tier's OpenAI-kind upstream.
+#[utoipa::path(
+    post, path = "/v1/responses", tag = "proxy",
+    request_body = ResponsesRequest,
+    params(SessionHeader),
+    responses(
+        (status = 200, description = "The upstream's answer, relayed as it arrives", content(
+            (Object = "application/json"),
+            (SseEvent = "text/event-stream"),
+        )),
+        (status = "default", description = "The upstream's own error, relayed with its status"),
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
 pub async fn responses(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -202,6 +292,20 @@ pub async fn responses(
     proxy(state, headers, body, Api::Responses).await
 }
 
+/// Forwards an Anthropic Messages request to the chosen tier's Anthropic-kind upstream.
+#[utoipa::path(
+    post, path = "/v1/messages", tag = "proxy",
+    request_body = MessagesRequest,
+    params(SessionHeader),
+    responses(
+        (status = 200, description = "The upstream's answer, relayed as it arrives", content(
+            (Object = "application/json"),
+            (SseEvent = "text/event-stream"),
+        )),
+        (status = "default", description = "The upstream's own error, relayed with its status"),
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
 pub async fn messages(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -210,6 +314,17 @@ pub async fn messages(
     proxy(state, headers, body, Api::Messages).await
 }
 
+/// Forwards an Anthropic token count to the chosen tier's Anthropic-kind upstream.
+#[utoipa::path(
+    post, path = "/v1/messages/count_tokens", tag = "proxy",
+    request_body = MessagesRequest,
+    params(SessionHeader),
+    responses(
+        (status = 200, description = "The upstream's count", body = Object),
+        (status = "default", description = "The upstream's own error, relayed with its status"),
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
 pub async fn count_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,

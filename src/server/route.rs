@@ -9,33 +9,47 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::session::session_key;
 use super::{auth, ApiError, ApiJson, AppState};
 use crate::batcher::{ContextRule, Query};
-use crate::corpus::update_examples;
-use crate::router::Decision;
+use crate::config::UpstreamKind;
+use crate::corpus::{update_examples, Example};
+use crate::router::{Decision, SyncReport};
 
-/// `POST /v1/route` body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/route` body: `query` or `messages`, not both.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRequest {
+    /// The text to route.
     #[serde(default)]
+    #[schema(
+        example = "Prove that there are infinitely many primes.",
+        pattern = "\\S",
+        nullable = false
+    )]
     query: Option<String>,
+    /// An OpenAI-style chat: the latest user turn is routed, earlier ones are context.
     #[serde(default)]
+    #[schema(nullable = false)]
     messages: Option<Vec<Message>>,
     /// Overrides `routing.quality_target` for this request, in [0, 1].
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     quality_target: Option<f32>,
 }
 
 /// One chat message as far as routing cares; other fields (name, tool calls...) are ignored.
 /// The same shape reads Anthropic messages and Responses input items; items without a role
 /// (tool outputs, reasoning) are not user turns.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Message {
+    /// `user` turns are read; `system`, `assistant`, `tool` and the rest are not.
     #[serde(default)]
+    #[schema(example = "user")]
     role: String,
     #[serde(default)]
     content: Option<Content>,
@@ -43,14 +57,15 @@ pub struct Message {
 
 /// A message's content: a string or a list of parts, of which only text parts are read
 /// (`text`; the Responses API's `input_text`). Images, tool results and the rest are not.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<Part>),
 }
 
-#[derive(Debug, Deserialize)]
+/// A content part; only `text` and `input_text` parts are read.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Part {
     #[serde(rename = "type")]
     kind: String,
@@ -126,6 +141,22 @@ pub fn decision_headers(tier: &str, model: &str, confidence: f32) -> HeaderMap {
     h
 }
 
+/// Routes a query or a chat: the chosen tier and model, the expected quality per tier, the
+/// neighbours the vote was based on, and the reason.
+#[utoipa::path(
+    post, path = "/v1/route", tag = "routing",
+    request_body = RouteRequest,
+    params(SessionHeader),
+    responses(
+        (status = 200, description = "The decision", body = Decision, headers(
+            ("x-router-tier" = String, description = "The chosen tier"),
+            ("x-router-model" = String, description = "Its model"),
+            ("x-router-confidence" = String, description = "The decision's confidence"),
+            ("x-router-session-tier" = String, description = "The session's tier after this request, when it named one"),
+        )),
+    ),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
 pub async fn route(
     State(state): State<AppState>,
     request_headers: HeaderMap,
@@ -173,43 +204,110 @@ pub async fn route(
     Ok((headers, Json(d)).into_response())
 }
 
-pub async fn models(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// `x-session-id`: requests of one session never go to a lower tier than it has used.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read from the headers; declared for the OpenAPI document.
+pub struct SessionHeader {
+    /// Up to 256 visible ASCII characters.
+    #[param(rename = "x-session-id")]
+    x_session_id: Option<String>,
+}
+
+/// `GET /v1/models`: `auto` and the tiers, in OpenAI's list format.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    #[schema(example = "list")]
+    object: &'static str,
+    data: Vec<ModelEntry>,
+}
+
+/// A model the proxy accepts: `auto` (the router chooses) or a tier.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelEntry {
+    id: String,
+    #[schema(example = "model")]
+    object: &'static str,
+    /// Unix seconds: when this server started.
+    created: u64,
+    owned_by: &'static str,
+    /// The tier's own model; `null` for `auto`.
+    upstream_model: Option<String>,
+    /// Where the tier is forwarded: its own upstream first, then its alternates.
+    served_as: Vec<ServedAs>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServedAs {
+    model: String,
+    upstream: String,
+    kind: UpstreamKind,
+}
+
+/// Lists `auto` and the tiers, with the upstreams each is served on.
+#[utoipa::path(
+    get, path = "/v1/models", tag = "proxy",
+    responses((status = 200, description = "The models", body = ModelList)),
+    security((), ("bearer" = []), ("api_key" = [])),
+)]
+pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
     let created = state.0.created;
-    let entry = |id: &str, model: Option<&str>, served: Vec<serde_json::Value>| {
-        serde_json::json!({
-            "id": id,
-            "object": "model",
-            "created": created,
-            "owned_by": "model-router",
-            "upstream_model": model,
-            "served_as": served,
-        })
+    let entry = |id: &str, model: Option<&str>, served_as: Vec<ServedAs>| ModelEntry {
+        id: id.to_string(),
+        object: "model",
+        created,
+        owned_by: "model-router",
+        upstream_model: model.map(String::from),
+        served_as,
     };
     let mut data = vec![entry("auto", None, Vec::new())];
     data.extend(state.tiers().iter().enumerate().map(|(i, t)| {
         let served = state
             .targets(i)
             .iter()
-            .map(|x| {
-                serde_json::json!({
-                    "model": x.model,
-                    "upstream": x.upstream.name,
-                    "kind": x.upstream.kind,
-                })
+            .map(|x| ServedAs {
+                model: x.model.clone(),
+                upstream: x.upstream.name.clone(),
+                kind: x.upstream.kind,
             })
             .collect();
         entry(&t.name, Some(&t.model), served)
     }));
-    Json(serde_json::json!({"object": "list", "data": data}))
+    Json(ModelList {
+        object: "list",
+        data,
+    })
 }
 
 /// `POST /v1/examples` body: examples in the examples-file format.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddExamples {
+    /// Each checked like a line of the examples file (line N = the Nth example).
+    #[schema(value_type = Vec<Example>, min_items = 1)]
     examples: Vec<serde_json::Value>,
 }
 
+/// `POST /v1/examples` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExamplesAdded {
+    /// Examples added by this request.
+    added: usize,
+    /// Examples in the index now.
+    examples: usize,
+}
+
+/// Adds examples: checked against the file and the index, persisted atomically, then
+/// routable. Needs client keys to be configured.
+#[utoipa::path(
+    post, path = "/v1/examples", tag = "examples",
+    request_body = AddExamples,
+    responses(
+        (status = 201, description = "Added", body = ExamplesAdded),
+        (status = 403, description = "No client keys are configured: adding is disabled", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+)]
 pub async fn add_examples(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<AddExamples>,
@@ -257,14 +355,34 @@ pub async fn add_examples(
     tracing::info!(added, total, "examples added");
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({"added": added, "examples": total})),
+        Json(ExamplesAdded {
+            added,
+            examples: total,
+        }),
     )
         .into_response())
+}
+
+/// `POST /v1/reload` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reloaded {
+    #[serde(flatten)]
+    report: SyncReport,
+    /// Examples in the index now.
+    examples: usize,
 }
 
 /// `POST /v1/reload`: brings the index up to the examples file (after an `ingest` by another
 /// process, or an edit): new examples become routable, changed labels apply. Read under the
 /// file's lock, so a writer is never seen half-way.
+#[utoipa::path(
+    post, path = "/v1/reload", tag = "examples",
+    responses(
+        (status = 200, description = "What changed", body = Reloaded),
+        (status = 403, description = "No client keys are configured: reloading is disabled", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+)]
 pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !auth::has_keys(&state) {
         return Err(ApiError::forbidden(
@@ -286,9 +404,11 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
     let total = engine.router.len();
     state.metrics().examples.set(total as i64);
     tracing::info!(?report, total, "examples reloaded");
-    let mut body = serde_json::to_value(report).map_err(ApiError::internal)?;
-    body["examples"] = total.into();
-    Ok(Json(body).into_response())
+    Ok(Json(Reloaded {
+        report,
+        examples: total,
+    })
+    .into_response())
 }
 
 #[cfg(test)]
