@@ -390,7 +390,11 @@ fn huge_queries(b: &Bench) {
         Arc::new(move |i| serde_json::json!({"query": q[i % q.len()]}).to_string());
     let rss_before = rss_mib();
     let (_, alone, _) = client_rt.block_on(closed_loop(client, &url, 4, *secs, normal.clone()));
-    let huge_text = format!("{} ", queries[0]).repeat((1 << 20) / (queries[0].len() + 1));
+    let huge_bytes: usize = std::env::var("HUGE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 20);
+    let huge_text = format!("{} ", queries[0]).repeat(huge_bytes / (queries[0].len() + 1));
     let huge_body = serde_json::json!({"query": huge_text}).to_string();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));

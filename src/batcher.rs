@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 use crate::router::{Decision, Router};
 use crate::vote::Policy;
 
+/// How long the embedding thread waits for a short query before a long pass once the long lane
+/// has used its share of the time.
+const SHORT_GRACE: Duration = Duration::from_millis(2);
+
 /// How batches are formed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchOptions {
@@ -38,6 +42,13 @@ pub struct BatchOptions {
     pub max_wait: Duration,
     /// Jobs that may wait in the queue; one more is refused.
     pub capacity: usize,
+    /// A job whose texts add up to more bytes than this is *long*: it is embedded on its own,
+    /// one between two batches of short jobs, so a flood of long queries (each up to the
+    /// model's 256 tokens, several times a short one's cost) delays a short query by at most
+    /// one long forward pass instead of by all of them.
+    pub long_bytes: usize,
+    /// Long jobs that may wait at once; one more is refused (short ones still get in).
+    pub long_capacity: usize,
 }
 
 impl Default for BatchOptions {
@@ -46,6 +57,8 @@ impl Default for BatchOptions {
             max_size: 32,
             max_wait: Duration::ZERO,
             capacity: 256,
+            long_bytes: 512,
+            long_capacity: 32,
         }
     }
 }
@@ -115,6 +128,11 @@ impl Query {
         &self.parts
     }
 
+    /// The bytes of text embedded for this query.
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(|(t, _)| t.len()).sum()
+    }
+
     /// The query vector from the parts' embeddings (in `parts` order).
     fn combine(&self, vectors: &[Vec<f32>]) -> Vec<f32> {
         if vectors.len() == 1 {
@@ -154,6 +172,8 @@ impl Query {
 pub enum SubmitError {
     /// The queue holds `capacity` jobs already: try again shortly.
     Full { capacity: usize },
+    /// `capacity` long queries wait already: try again shortly (short ones are still taken).
+    LongFull { capacity: usize },
     /// The batching thread has stopped.
     Closed,
 }
@@ -164,6 +184,11 @@ impl std::fmt::Display for SubmitError {
             SubmitError::Full { capacity } => {
                 write!(f, "the routing queue is full ({capacity} waiting)")
             }
+            SubmitError::LongFull { capacity } => write!(
+                f,
+                "{capacity} long queries are waiting for the embedder already, the most taken \
+                 at once"
+            ),
             SubmitError::Closed => write!(f, "the batching thread has stopped"),
         }
     }
@@ -186,6 +211,8 @@ pub struct BatchStats {
 pub type BatchObserver = Arc<dyn Fn(BatchStats) + Send + Sync>;
 
 struct Job {
+    /// Embedded on its own (see [`BatchOptions::long_bytes`]).
+    long: bool,
     query: Query,
     policy: Policy,
     reply: oneshot::Sender<Result<Decision>>,
@@ -206,7 +233,9 @@ pub struct Shadow {
 pub struct Batcher {
     tx: SyncSender<Job>,
     queued: Arc<AtomicUsize>,
-    capacity: usize,
+    /// Long jobs submitted and not yet answered.
+    long_pending: Arc<AtomicUsize>,
+    options: BatchOptions,
 }
 
 impl Batcher {
@@ -219,15 +248,18 @@ impl Batcher {
         let options = BatchOptions {
             max_size: options.max_size.max(1),
             capacity: options.capacity.max(1),
+            long_capacity: options.long_capacity.max(1),
             ..options
         };
         let (tx, rx) = sync_channel(options.capacity);
         let queued = Arc::new(AtomicUsize::new(0));
+        let long_pending = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             router,
             options,
             observer,
             queued: queued.clone(),
+            long_pending: long_pending.clone(),
         };
         std::thread::Builder::new()
             .name("model-router-embed".into())
@@ -236,7 +268,8 @@ impl Batcher {
         Batcher {
             tx,
             queued,
-            capacity: options.capacity,
+            long_pending,
+            options,
         }
     }
 
@@ -267,9 +300,22 @@ impl Batcher {
             None => (None, None),
         };
         let (reply, rx) = oneshot::channel();
+        let long = query.bytes() > self.options.long_bytes;
+        if long {
+            let capacity = self.options.long_capacity;
+            let taken = self
+                .long_pending
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < capacity).then_some(n + 1)
+                });
+            if taken.is_err() {
+                return Err(SubmitError::LongFull { capacity });
+            }
+        }
         // Count before sending so the worker's decrement can never run first.
         self.queued.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(Job {
+            long,
             query,
             policy,
             reply,
@@ -278,9 +324,12 @@ impl Batcher {
             Ok(()) => Ok((Pending(rx), shadow_rx)),
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
+                if long {
+                    self.long_pending.fetch_sub(1, Ordering::SeqCst);
+                }
                 Err(match e {
                     TrySendError::Full(_) => SubmitError::Full {
-                        capacity: self.capacity,
+                        capacity: self.options.capacity,
                     },
                     TrySendError::Disconnected(_) => SubmitError::Closed,
                 })
@@ -294,7 +343,7 @@ impl Batcher {
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.options.capacity
     }
 }
 
@@ -316,21 +365,75 @@ struct Worker {
     options: BatchOptions,
     observer: Option<BatchObserver>,
     queued: Arc<AtomicUsize>,
+    long_pending: Arc<AtomicUsize>,
 }
 
 impl Worker {
+    /// Short jobs are batched as they come; long ones wait in their own lane and go one at a
+    /// time, between two batches of short ones, taking at most as much of the embedder's time
+    /// as the short ones while short ones keep coming (all of it when none do).
     fn run(self, rx: Receiver<Job>) {
-        while let Some(jobs) = self.next_batch(&rx) {
-            self.queued.fetch_sub(jobs.len(), Ordering::SeqCst);
+        let mut long_lane = std::collections::VecDeque::new();
+        // Seconds of embedding the long lane may use: short batches add their time, long passes
+        // subtract theirs. Bounded both ways, so neither lane banks a burst.
+        let mut credit = 0.0f64;
+        const MAX_CREDIT: f64 = 0.25;
+        loop {
+            let taken = if long_lane.is_empty() {
+                match self.next_batch(&rx) {
+                    Some(jobs) => jobs,
+                    None => break,
+                }
+            } else if credit < 0.0 {
+                // The long lane has had its share: give short clients a moment to send their
+                // next query (a closed-loop client is between two requests right now).
+                self.short_wait(&rx, SHORT_GRACE)
+            } else {
+                self.queued_now(&rx)
+            };
+            let (long, short): (Vec<Job>, Vec<Job>) = taken.into_iter().partition(|j| j.long);
+            self.queued.fetch_sub(short.len(), Ordering::SeqCst);
+            long_lane.extend(long);
             // Clients that went away while queued cost nothing.
-            let jobs: Vec<Job> = jobs
+            let short: Vec<Job> = short
                 .into_iter()
                 .filter(|j| !j.reply.is_canceled())
                 .collect();
-            if !jobs.is_empty() {
-                self.answer(jobs);
+            let shorts_came = !short.is_empty();
+            if shorts_came {
+                credit = (credit + self.answer(short).as_secs_f64()).min(MAX_CREDIT);
+                if credit < 0.0 {
+                    continue;
+                }
+            }
+            while let Some(job) = long_lane.pop_front() {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                self.long_pending.fetch_sub(1, Ordering::SeqCst);
+                if !job.reply.is_canceled() {
+                    let took = self.answer(vec![job]).as_secs_f64();
+                    credit = (credit - took).max(-MAX_CREDIT);
+                    break;
+                }
             }
         }
+    }
+
+    /// Waits up to `grace` for a job, then takes what is queued, up to `max_size` jobs.
+    fn short_wait(&self, rx: &Receiver<Job>, grace: Duration) -> Vec<Job> {
+        match rx.recv_timeout(grace) {
+            Ok(first) => std::iter::once(first)
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                .take(self.options.max_size)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whatever is queued now, up to `max_size` jobs, without waiting.
+    fn queued_now(&self, rx: &Receiver<Job>) -> Vec<Job> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .take(self.options.max_size)
+            .collect()
     }
 
     /// Blocks for the first job, then takes what is queued (waiting up to `max_wait` for
@@ -358,8 +461,9 @@ impl Worker {
         Some(jobs)
     }
 
-    /// One forward pass for every text of every job, then one decision per job.
-    fn answer(&self, jobs: Vec<Job>) {
+    /// One forward pass for every text of every job, then one decision per job. Returns the
+    /// time the forward pass took.
+    fn answer(&self, jobs: Vec<Job>) -> Duration {
         let texts: Vec<&str> = jobs
             .iter()
             .flat_map(|j| j.query.parts.iter().map(|(t, _)| t.as_str()))
@@ -384,9 +488,13 @@ impl Worker {
                     v.len(),
                     texts.len()
                 );
-                return fail_all(jobs, &e);
+                fail_all(jobs, &e);
+                return embed;
             }
-            Err(e) => return fail_all(jobs, &e.to_string()),
+            Err(e) => {
+                fail_all(jobs, &e.to_string());
+                return embed;
+            }
         };
         let mut at = 0;
         let mut shadows = Vec::new();
@@ -405,6 +513,7 @@ impl Worker {
         for (vector, (shadow, reply)) in shadows {
             let _ = reply.send(decide(&shadow.router, &vector, &shadow.policy));
         }
+        embed
     }
 }
 
@@ -636,6 +745,40 @@ mod tests {
             block_on(p).unwrap();
         }
         assert_eq!(*gate.batches.lock().unwrap(), vec![1, 3, 3, 1]);
+    }
+
+    #[test]
+    fn long_queries_go_one_at_a_time_after_the_short_ones() {
+        let (gate, r) = held_router();
+        let options = BatchOptions {
+            long_bytes: 20,
+            long_capacity: 3,
+            ..BatchOptions::default()
+        };
+        let batcher = Batcher::start(r.clone(), options, None);
+        let submit = |text: &str| batcher.submit(Query::text(text).unwrap(), r.policy().clone());
+        let held = submit("hello").unwrap();
+        gate.wait_entered(1);
+        let long = "prove the riemann hypothesis rigorously please";
+        let longs: Vec<Pending> = (0..3).map(|_| submit(long).unwrap()).collect();
+        // The long lane is full: one more long query is refused, a short one is not.
+        assert_eq!(
+            submit(long).err(),
+            Some(SubmitError::LongFull { capacity: 3 })
+        );
+        let shorts = [submit("hello there").unwrap(), submit("hi").unwrap()];
+        assert_eq!(batcher.queued(), 5);
+        gate.set_open(true);
+        block_on(held).unwrap();
+        for p in shorts.into_iter().chain(longs) {
+            block_on(p).unwrap();
+        }
+        // Queued behind the held batch: both short queries in one pass, then each long one
+        // on its own.
+        assert_eq!(*gate.batches.lock().unwrap(), vec![1, 2, 1, 1, 1]);
+        assert_eq!(batcher.queued(), 0);
+        // The lane has room again.
+        block_on(submit(long).unwrap()).unwrap();
     }
 
     #[test]

@@ -132,6 +132,11 @@ pub struct ServerConfig {
     pub body_read_timeout_secs: u64,
     /// Largest request head (request line and headers) read, in bytes; past it, `431`.
     pub max_header_bytes: usize,
+    /// A query with more text than this (bytes, after the cut to what the model reads) is
+    /// embedded on its own, one between two batches of short queries.
+    pub long_query_bytes: usize,
+    /// Long queries waiting at once; one more gets `503 overloaded` (short ones still pass).
+    pub long_queue_capacity: usize,
     /// Neighbour texts in a decision's JSON are cut to this many characters (`…` marks it).
     pub neighbor_text_chars: usize,
 }
@@ -156,6 +161,8 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
             max_header_bytes: 64 << 10,
+            long_query_bytes: 512,
+            long_queue_capacity: 32,
             neighbor_text_chars: 1000,
         }
     }
@@ -184,6 +191,9 @@ impl ServerConfig {
         }
         if self.header_read_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
             return bad("header_read_timeout_secs and body_read_timeout_secs must be at least 1");
+        }
+        if self.long_queue_capacity == 0 {
+            return bad("long_queue_capacity must be at least 1");
         }
         if self.max_header_bytes < 8192 {
             // hyper's smallest read buffer; a request head of a few headers needs ~1 KiB.

@@ -278,7 +278,7 @@ impl From<Error> for ApiError {
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
-            SubmitError::Full { .. } => ApiError::unavailable(
+            SubmitError::Full { .. } | SubmitError::LongFull { .. } => ApiError::unavailable(
                 "overloaded",
                 format!("{e}: retry after the Retry-After delay"),
             ),

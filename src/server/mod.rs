@@ -267,6 +267,8 @@ impl AppState {
             max_size: s.batch_max_size,
             max_wait: Duration::from_millis(s.batch_max_wait_ms),
             capacity: s.queue_capacity,
+            long_bytes: s.long_query_bytes,
+            long_capacity: s.long_queue_capacity,
         };
         let metrics = self.0.metrics.clone();
         let observer: BatchObserver = Arc::new(move |stats| metrics.batch(stats));
