@@ -533,7 +533,8 @@ fn lock_beside(path: &Path) -> Result<std::fs::File> {
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename. The new file keeps
-/// the old one's permissions (a temporary file is created private).
+/// the old one's permissions (a temporary file is created private) and, where the process may
+/// set it (as root, or to a group it is in), its owner and group.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -555,6 +556,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         tmp.as_file()
             .set_permissions(old.permissions())
             .map_err(|e| Error::io(context("keeping the permissions of"), e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let new = tmp
+                .as_file()
+                .metadata()
+                .map_err(|e| Error::io(context("writing"), e))?;
+            if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+                // Not permitted for another user's file unless root: it then becomes ours, as
+                // any rewrite by this user would make it.
+                if let Err(e) =
+                    std::os::unix::fs::fchown(tmp.as_file(), Some(old.uid()), Some(old.gid()))
+                {
+                    tracing::debug!(error = %e, "cannot keep the owner of {}", path.display());
+                }
+            }
+        }
     }
     tmp.persist(path)
         .map_err(|e| Error::io(context("replacing"), e.error))?;
@@ -917,6 +935,30 @@ mod tests {
         .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644);
+    }
+
+    /// Run as root (as our CI is), a rewrite keeps another user's ownership; otherwise the
+    /// process cannot give a file away, and the test checks only that the rewrite works.
+    #[cfg(unix)]
+    #[test]
+    fn rewriting_keeps_the_owner_when_it_may() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("examples.jsonl");
+        std::fs::write(&path, "").unwrap();
+        let root = std::fs::metadata(&path).unwrap().uid() == 0;
+        if root {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+        update_examples(&path, &tiers(), |set| {
+            set.add_lines(r#"{"text":"x","tier":"small"}"#, "t", &HashSet::new())
+        })
+        .unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        if root {
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+        }
+        assert_eq!(read_examples(&path, &tiers()).unwrap().len(), 1);
     }
 
     #[test]
