@@ -20,7 +20,7 @@ use model_router::corpus::{
     self, outcome_examples, read_id_list, read_outcome_records, OutcomeMap, OutcomeRecord, Scale,
 };
 use model_router::decision_log::{DecisionRecord, LoggedPolicy};
-use model_router::embed::{self, source, Embedder, ModelSpec};
+use model_router::embed::{self, source, Embedder};
 use model_router::error::{Error, LineError};
 use model_router::router::Router;
 use model_router::smooth::Smooth;
@@ -201,7 +201,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model {
             action: ModelAction::Fetch,
         } => {
-            let spec = ModelSpec::from_config(&config);
+            let spec = config.model_spec();
             let model = source::resolve(&spec)?;
             eprintln!(
                 "{} from {} (sha256 {})",
@@ -213,7 +213,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model {
             action: ModelAction::Info,
         } => {
-            let embedder = embed::load_embedder(&config)?;
+            let embedder = embed::load_embedder(&config.model_spec(), config.device()?)?;
             println!("{}", serde_json::to_string_pretty(embedder.info())?);
             Ok(())
         }
@@ -242,7 +242,10 @@ pub(crate) fn build_router(config: &Config) -> Result<Router> {
 
 /// Loads the model and indexes the examples, with a progress bar.
 fn load_router(config: &Config) -> model_router::error::Result<Router> {
-    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
+    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(
+        &config.model_spec(),
+        config.device()?,
+    )?);
     let bar = progress_bar("embedding examples");
     let router = Router::from_config(config, embedder, &|done, total| {
         bar.set_length(total as u64);
@@ -470,7 +473,7 @@ fn embed_texts(config: &Config, texts: &[String]) -> Result<()> {
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         bail!("text #{} is empty: give some text to embed", i + 1);
     }
-    let embedder = embed::load_embedder(config)?;
+    let embedder = embed::load_embedder(&config.model_spec(), config.device()?)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub use crate::config::DEFAULT_MODEL;
+/// The embedding model used when the config names none.
+pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 /// Files every model needs; `1_Pooling/config.json` and `sentence_bert_config.json` are optional.
 const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
@@ -78,17 +79,6 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// The model the config asks for.
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        ModelSpec {
-            name: config.embedding.model.clone(),
-            revision: config.embedding.revision.clone(),
-            sha256: config.embedding.sha256.clone(),
-            cache_dir: config.cache_dir(),
-            offline: false,
-        }
-    }
-
     /// The hash the weights must have, if any is known.
     pub fn pinned_sha256(&self) -> Option<String> {
         self.sha256.clone().or_else(|| {
