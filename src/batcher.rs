@@ -301,6 +301,28 @@ impl Batcher {
 /// A queued query's decision, to be awaited.
 pub struct Pending(oneshot::Receiver<Result<Decision>>);
 
+impl Pending {
+    /// Blocks this thread until the decision arrives: for callers without an async runtime
+    /// (`gpu-check`'s load generator). Never call it on an async runtime's thread.
+    pub fn wait(self) -> Result<Decision> {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Arc::new(Unpark(std::thread::current())).into();
+        let mut cx = Context::from_waker(&waker);
+        let mut pending = std::pin::pin!(self);
+        loop {
+            if let Poll::Ready(v) = pending.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
+        }
+    }
+}
+
 impl Future for Pending {
     type Output = Result<Decision>;
 

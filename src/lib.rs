@@ -28,8 +28,9 @@
 //! 2. [`embed`]: the `Embedder` trait, the candle BERT model, model resolution and
 //!    verification, device choice (the only CUDA- and Metal-specific lines, in
 //!    `embed/device.rs`), the embedding cache, the CPU kernels (`embed/kernels.rs`:
-//!    packed-weight linear, attention, layer norm, GELU). The only place candle, tokenizers
-//!    and hf-hub appear. It takes a [`embed::ModelSpec`] and an [`embed::DeviceSpec`], and
+//!    packed-weight linear, attention, layer norm, GELU), and `embed::gpu_check` (a GPU's
+//!    forward pass against the CPU kernels on the same weights, and both timed). The only
+//!    place candle, tokenizers and hf-hub appear. It takes a [`embed::ModelSpec`] and an [`embed::DeviceSpec`], and
 //!    knows nothing of the config. Then [`config`]: the typed config, which builds those two.
 //! 3. [`router`]: embedder + index + examples + policy. [`batcher`]: concurrent queries
 //!    share one embedding forward pass on a dedicated thread, behind a bounded queue.
@@ -40,7 +41,8 @@
 //!    under a candidate configuration (agreement, tier matrix, shares, cost, the most
 //!    changed, a candidate budget). [`eval`]: measurement on outcome data (`eval/metrics.rs`,
 //!    `plot.rs`, `cv.rs`, `learning.rs` the learning curve, `stream.rs` a budget on a live
-//!    stream, `loo.rs`), all from one `eval::Setup`.
+//!    stream, `loo.rs`), all from one `eval::Setup`. [`gpu_report`]: `gpu-check`'s report,
+//!    the embedding checks plus serving throughput through the batcher.
 //! 4. [`server`]: the HTTP API (routing, OpenAI-compatible forwarding with streaming, live
 //!    examples, feedback, health, Prometheus metrics). The only place axum, reqwest and tokio
 //!    appear.
@@ -57,6 +59,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod feedback;
+pub mod gpu_report;
 pub mod index;
 pub mod label_queue;
 pub mod replay;

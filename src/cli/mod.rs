@@ -1,6 +1,7 @@
 //! The command line: parse flags into a typed config, run one command, print results on
 //! stdout and progress and errors on stderr.
 
+mod gpu_check;
 mod label_queue;
 mod replay;
 
@@ -86,6 +87,10 @@ pub enum Command {
     /// Re-decide a decision log under this configuration and print what would change as JSON:
     /// agreement, tier matrix, shares, cost per 1,000 requests, the most changed decisions.
     Replay(replay::ReplayArgs),
+    /// Check a GPU (`--device`; `auto` finds one): its vectors against the CPU kernels' on
+    /// the same weights, batch-1 latency, throughput, and serving through the batcher. Prints
+    /// a JSON report; exits non-zero when no GPU is found or the check fails.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Print one JSON embedding vector per text.
     Embed {
         /// Texts to embed.
@@ -197,6 +202,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(args) => calibrate::run(&config, &args),
         Command::LabelQueue(args) => label_queue::run(&config, &args),
         Command::Replay(args) => replay::run(&config, &args),
+        Command::GpuCheck(args) => gpu_check::run(&config, &args),
         Command::Embed { texts } => embed_texts(&config, &texts),
         Command::Model {
             action: ModelAction::Fetch,

@@ -71,6 +71,41 @@ pub fn select_device(spec: DeviceSpec) -> Result<Device> {
     }
 }
 
+/// A GPU: the one a spec names, or with `auto` the first that opens (CUDA, then Metal). The
+/// error of `auto` says what was tried and why each failed.
+pub fn select_gpu(spec: DeviceSpec) -> Result<Device> {
+    let message = |e: Error| match e {
+        Error::Device(m) => m,
+        e => e.to_string(),
+    };
+    match spec {
+        DeviceSpec::Cpu => Err(Error::Device("the CPU is not a GPU".into())),
+        DeviceSpec::Cuda(n) => cuda(n),
+        DeviceSpec::Metal(n) => metal(n),
+        DeviceSpec::Auto => {
+            let mut tried = Vec::new();
+            for spec in [DeviceSpec::Cuda(0), DeviceSpec::Metal(0)] {
+                match select_device(spec) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => tried.push(format!("{spec}: {}", message(e))),
+                }
+            }
+            Err(Error::Device(format!(
+                "no GPU found ({})",
+                tried.join("; ")
+            )))
+        }
+    }
+}
+
+/// Why a device did not open, in one line: candle appends a backtrace when RUST_BACKTRACE is
+/// set, which says nothing to a user (the driver's error comes first).
+fn open_error(kind: &str, ordinal: usize, e: candle_core::Error) -> Error {
+    let e = e.to_string();
+    let first = e.lines().next().unwrap_or("unknown error");
+    Error::Device(format!("cannot open {kind}:{ordinal}: {first}"))
+}
+
 /// Whether a device is a GPU (CUDA or Metal).
 pub fn is_gpu(device: &Device) -> bool {
     !device.is_cpu()
@@ -106,14 +141,14 @@ pub fn device_name(device: &Device) -> String {
 }
 
 fn auto() -> Device {
-    if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() {
-        match Device::new_cuda(0) {
+    if cfg!(feature = "cuda") {
+        match cuda(0) {
             Ok(d) => return d,
             Err(e) => tracing::warn!("CUDA is compiled in but unusable ({e}); trying others"),
         }
     }
-    if cfg!(feature = "metal") && candle_core::utils::metal_is_available() {
-        match Device::new_metal(0) {
+    if cfg!(feature = "metal") {
+        match metal(0) {
             Ok(d) => return d,
             Err(e) => tracing::warn!("Metal is compiled in but unusable ({e}); using the CPU"),
         }
@@ -134,7 +169,7 @@ fn cuda(ordinal: usize) -> Result<Device> {
                 .into(),
         ));
     }
-    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open cuda:{ordinal}: {e}")))
+    Device::new_cuda(ordinal).map_err(|e| open_error("cuda", ordinal, e))
 }
 
 fn metal(ordinal: usize) -> Result<Device> {
@@ -145,8 +180,7 @@ fn metal(ordinal: usize) -> Result<Device> {
                 .into(),
         ));
     }
-    Device::new_metal(ordinal)
-        .map_err(|e| Error::Device(format!("cannot open metal:{ordinal}: {e}")))
+    Device::new_metal(ordinal).map_err(|e| open_error("metal", ordinal, e))
 }
 
 #[cfg(test)]
@@ -195,6 +229,14 @@ mod tests {
             assert!(e.contains("--features metal"), "{e}");
         }
         synchronize(&Device::Cpu).unwrap();
+        assert!(select_gpu(DeviceSpec::Cpu).is_err());
+        if compiled_backends().is_empty() {
+            let e = select_gpu(DeviceSpec::Auto).unwrap_err().to_string();
+            assert!(
+                e.contains("no GPU found") && e.contains("--features cuda"),
+                "{e}"
+            );
+        }
         assert!(!is_gpu(&Device::Cpu));
     }
 }

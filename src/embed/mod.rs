@@ -7,6 +7,7 @@
 mod bert;
 pub mod cache;
 pub mod device;
+pub mod gpu_check;
 mod kernels;
 mod ops;
 pub mod source;
