@@ -42,31 +42,6 @@ pub struct GpuCheckOptions {
     pub require_targets: bool,
 }
 
-impl Default for GpuCheckOptions {
-    fn default() -> Self {
-        GpuCheckOptions {
-            device: DeviceSpec::Auto,
-            model: ModelSpec {
-                name: crate::embed::DEFAULT_MODEL.into(),
-                revision: "main".into(),
-                sha256: None,
-                cache_dir: std::env::temp_dir(),
-                offline: true,
-            },
-            synthetic: false,
-            max_batch: 256,
-            timing: Timing {
-                runs: 50,
-                budget: Duration::from_secs(5),
-            },
-            throughput_batches: vec![32, 128],
-            concurrency: 64,
-            requests: 4096,
-            require_targets: false,
-        }
-    }
-}
-
 /// The examples and tiers the serving figure routes against.
 pub struct ServingSetup {
     pub tiers: Tiers,
