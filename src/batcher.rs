@@ -595,6 +595,27 @@ mod tests {
         }
     }
 
+    /// `Pending::wait` blocks a plain thread until the batching thread answers, from any
+    /// number of threads at once.
+    #[test]
+    fn wait_blocks_until_the_decision_arrives() {
+        let gated = Gated::new(true);
+        let r = router(gated);
+        let batcher = Batcher::start(r.clone(), BatchOptions::default(), None);
+        let policy = r.policy().clone();
+        let tiers: Vec<String> = std::thread::scope(|s| {
+            let waits: Vec<_> = ["hello there friend", "prove the riemann hypothesis"]
+                .into_iter()
+                .map(|q| {
+                    let pending = batcher.submit(Query::text(q).unwrap(), policy.clone());
+                    s.spawn(move || pending.unwrap().wait().unwrap().tier)
+                })
+                .collect();
+            waits.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(tiers, ["small", "large"]);
+    }
+
     #[test]
     fn queued_jobs_share_one_forward_pass_and_keep_their_own_policy() {
         let (gate, r) = held_router();

@@ -4,7 +4,7 @@
 //! its target. See docs/gpu-check.md for every field.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -204,10 +204,12 @@ fn measure_serving(
     let run = |max_size: usize| -> Result<f64> {
         let batcher = Batcher::start(
             router.clone(),
+            // The rest as the server's defaults: no waiting for more jobs (batches fill by
+            // themselves under load).
             BatchOptions {
                 max_size,
-                max_wait: Duration::ZERO,
                 capacity: concurrency * 2,
+                ..BatchOptions::default()
             },
             None,
         );
