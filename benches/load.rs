@@ -234,7 +234,9 @@ fn main() {
         .unwrap();
     let upstream = server_rt.block_on(start_upstream());
     let base = config(&upstream, 32);
-    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(&base).expect("the model loads"));
+    let embedder =
+        load_embedder(&base.model_spec(), base.device().expect("device")).expect("the model loads");
+    let embedder: Arc<dyn Embedder> = Arc::new(embedder);
     eprintln!(
         "building the router over {} ...",
         base.routing.examples.display()

@@ -54,7 +54,9 @@ fn config() -> Config {
 }
 
 fn bench_embed(c: &mut Criterion) {
-    let embedder = load_embedder(&config()).expect("embedding model");
+    let config = config();
+    let embedder = load_embedder(&config.model_spec(), config.device().expect("device"))
+        .expect("embedding model");
     let t = texts();
     eprintln!(
         "embed: short = {} tokens, medium = {} tokens, batch = {} texts",
@@ -185,7 +187,9 @@ fn bench_vote(c: &mut Criterion) {
 
 fn bench_route(c: &mut Criterion) {
     let config = config();
-    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(&config).expect("embedding model"));
+    let embedder = load_embedder(&config.model_spec(), config.device().expect("device"))
+        .expect("embedding model");
+    let embedder: Arc<dyn Embedder> = Arc::new(embedder);
     let router = Router::from_config(&config, embedder, &|_, _| {}).expect("router");
     let t = texts();
     eprintln!(

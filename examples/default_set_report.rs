@@ -22,7 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tiers = config.tiers()?;
     let policy = config.policy()?;
     let examples = read_examples(&config.routing.examples, &tiers)?;
-    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(&config)?);
+    let embedder: Arc<dyn Embedder> =
+        Arc::new(load_embedder(&config.model_spec(), config.device()?)?);
     let options = RouterOptions {
         policy: policy.clone(),
         index: IndexKind::Flat,

@@ -27,7 +27,8 @@ fn example(text: &str, tier: &str) -> Example {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The config supplies the tiers and the embedding model; the examples come from code.
     let config = Config::load(Path::new("data/router.toml"), &Overrides::default())?;
-    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(&config)?);
+    let embedder: Arc<dyn Embedder> =
+        Arc::new(load_embedder(&config.model_spec(), config.device()?)?);
     let options = RouterOptions {
         policy: config.policy()?,
         index: IndexKind::Flat,

@@ -15,7 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "What's a good name for a grey cat?".to_string());
     let config = Config::load(Path::new("data/router.toml"), &Overrides::default())?;
     // Resolves the model (fetching and verifying it if needed) and picks the device.
-    let embedder: Arc<dyn Embedder> = Arc::new(load_embedder(&config)?);
+    let embedder: Arc<dyn Embedder> =
+        Arc::new(load_embedder(&config.model_spec(), config.device()?)?);
     let router = Router::from_config(&config, embedder, &|_, _| {})?;
     let decision = router.route(&query)?;
     println!(

@@ -350,6 +350,28 @@ impl Batcher {
 /// A queued query's decision, to be awaited.
 pub struct Pending(oneshot::Receiver<Result<Decision>>);
 
+impl Pending {
+    /// Blocks this thread until the decision arrives: for callers without an async runtime
+    /// (`gpu-check`'s load generator). Never call it on an async runtime's thread.
+    pub fn wait(self) -> Result<Decision> {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Arc::new(Unpark(std::thread::current())).into();
+        let mut cx = Context::from_waker(&waker);
+        let mut pending = std::pin::pin!(self);
+        loop {
+            if let Poll::Ready(v) = pending.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
+        }
+    }
+}
+
 impl Future for Pending {
     type Output = Result<Decision>;
 
@@ -680,6 +702,27 @@ mod tests {
             }
             std::thread::park();
         }
+    }
+
+    /// `Pending::wait` blocks a plain thread until the batching thread answers, from any
+    /// number of threads at once.
+    #[test]
+    fn wait_blocks_until_the_decision_arrives() {
+        let gated = Gated::new(true);
+        let r = router(gated);
+        let batcher = Batcher::start(r.clone(), BatchOptions::default(), None);
+        let policy = r.policy().clone();
+        let tiers: Vec<String> = std::thread::scope(|s| {
+            let waits: Vec<_> = ["hello there friend", "prove the riemann hypothesis"]
+                .into_iter()
+                .map(|q| {
+                    let pending = batcher.submit(Query::text(q).unwrap(), policy.clone());
+                    s.spawn(move || pending.unwrap().wait().unwrap().tier)
+                })
+                .collect();
+            waits.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(tiers, ["small", "large"]);
     }
 
     #[test]

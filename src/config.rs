@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Limit;
+use crate::embed::{DeviceSpec, ModelSpec, DEFAULT_MODEL};
 use crate::error::{Error, Result};
 use crate::index::{HnswParams, IndexKind};
 use crate::tier::{Tier, Tiers};
@@ -473,6 +474,7 @@ impl Config {
         if self.embedding.model.trim().is_empty() {
             return bad("embedding.model is empty".into());
         }
+        self.device()?;
         self.server.validate()?;
         self.log.validate()?;
         Ok(())
@@ -523,6 +525,25 @@ impl Config {
             .collect()
     }
 
+    /// The embedding model to resolve and load.
+    pub fn model_spec(&self) -> ModelSpec {
+        ModelSpec {
+            name: self.embedding.model.clone(),
+            revision: self.embedding.revision.clone(),
+            sha256: self.embedding.sha256.clone(),
+            cache_dir: self.cache_dir(),
+            offline: false,
+        }
+    }
+
+    /// The device to embed on (`embedding.device`, or `--device`); checked by `validate`.
+    pub fn device(&self) -> Result<DeviceSpec> {
+        self.embedding
+            .device
+            .parse()
+            .map_err(|e| Error::Config(format!("embedding.device: {e}")))
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.embedding
             .cache_dir
@@ -530,9 +551,6 @@ impl Config {
             .unwrap_or_else(default_cache_dir)
     }
 }
-
-/// The embedding model used when the config names none.
-pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 /// `$MODEL_ROUTER_CACHE`, else `$XDG_CACHE_HOME/model-router`, else `~/.cache/model-router`.
 pub fn default_cache_dir() -> PathBuf {
@@ -615,6 +633,21 @@ base_url = "http://localhost:9"
         let c = Config::load(&path, &o).unwrap();
         assert_eq!(c.routing.examples, PathBuf::from("x.jsonl"));
         assert_eq!(c.routing.quality_target, 0.5);
+        assert_eq!(c.device().unwrap(), DeviceSpec::Auto);
+        let spec = c.model_spec();
+        assert_eq!(
+            (spec.name.as_str(), spec.revision.as_str()),
+            (DEFAULT_MODEL, "main")
+        );
+        assert_eq!(spec.cache_dir, c.cache_dir());
+        let o = Overrides {
+            device: Some("cuda:1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&path, &o).unwrap().device().unwrap(),
+            DeviceSpec::Cuda(1)
+        );
     }
 
     #[test]
@@ -644,6 +677,11 @@ base_url = "http://localhost:9"
                 "fallback_tier = \"large\"",
                 "fallback_tier = \"large\"\nbogus = 1",
                 "bogus",
+            ),
+            (
+                "[routing]",
+                "[embedding]\ndevice = \"gpu\"\n\n[routing]",
+                "embedding.device: device: unknown device `gpu`",
             ),
         ];
         for (from, to, expect) in cases {

@@ -10,7 +10,8 @@
 //! use model_router::{config::{Config, Overrides}, embed::load_embedder, router::Router};
 //!
 //! let config = Config::load(Path::new("data/router.toml"), &Overrides::default())?;
-//! let router = Router::from_config(&config, Arc::new(load_embedder(&config)?), &|_, _| {})?;
+//! let embedder = load_embedder(&config.model_spec(), config.device()?)?;
+//! let router = Router::from_config(&config, Arc::new(embedder), &|_, _| {})?;
 //! println!("{}", router.route("Prove that there are infinitely many primes")?.tier);
 //! # Ok::<(), model_router::error::Error>(())
 //! ```
@@ -19,16 +20,18 @@
 //!
 //! Modules only import from modules above them in this list:
 //!
-//! 1. [`error`], [`tier`], [`corpus`], [`smooth`], [`vote`], [`budget`], [`index`], [`config`]:
+//! 1. [`error`], [`tier`], [`corpus`], [`smooth`], [`vote`], [`budget`], [`index`]:
 //!    pure, synchronous building blocks: the error type, the tier ladder, the labeled-example
 //!    format and its one locked update path, outcome smoothing (a Rasch model over many
 //!    models' outcomes), the vote, the cost budget (a share limit held by moving the quality
-//!    target), exact and HNSW nearest-neighbour search (the only place hnsw_rs appears), the
-//!    config.
+//!    target), exact and HNSW nearest-neighbour search (the only place hnsw_rs appears).
 //! 2. [`embed`]: the `Embedder` trait, the candle BERT model, model resolution and
-//!    verification, device choice, the embedding cache, and the CPU kernels
-//!    (`embed/kernels.rs`: packed-weight linear, attention, layer norm, GELU). The only place
-//!    candle, tokenizers and hf-hub appear.
+//!    verification, device choice (the only CUDA- and Metal-specific lines, in
+//!    `embed/device.rs`), the embedding cache, the CPU kernels (`embed/kernels.rs`:
+//!    packed-weight linear, attention, layer norm, GELU), and `embed::gpu_check` (a GPU's
+//!    forward pass against the CPU kernels on the same weights, and both timed). The only
+//!    place candle, tokenizers and hf-hub appear. It takes a [`embed::ModelSpec`] and an [`embed::DeviceSpec`], and
+//!    knows nothing of the config. Then [`config`]: the typed config, which builds those two.
 //! 3. [`router`]: embedder + index + examples + policy. [`batcher`]: concurrent queries
 //!    share one embedding forward pass on a dedicated thread, behind a bounded queue.
 //!    [`decision_log`]: one JSON line per decision, written off the request path by a writer
@@ -38,7 +41,8 @@
 //!    under a candidate configuration (agreement, tier matrix, shares, cost, the most
 //!    changed, a candidate budget). [`eval`]: measurement on outcome data (`eval/metrics.rs`,
 //!    `plot.rs`, `cv.rs`, `learning.rs` the learning curve, `stream.rs` a budget on a live
-//!    stream, `loo.rs`), all from one `eval::Setup`.
+//!    stream, `loo.rs`), all from one `eval::Setup`. [`gpu_report`]: `gpu-check`'s report,
+//!    the embedding checks plus serving throughput through the batcher.
 //! 4. [`server`]: the HTTP API (routing, OpenAI-compatible forwarding with streaming, live
 //!    examples, feedback, health, Prometheus metrics). The only place axum, reqwest and tokio
 //!    appear.
@@ -55,6 +59,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod feedback;
+pub mod gpu_report;
 pub mod index;
 pub mod label_queue;
 pub mod replay;

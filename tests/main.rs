@@ -7,6 +7,7 @@ mod cli;
 mod default_set;
 mod embedding;
 mod eval_data;
+mod gpu_check;
 mod harness;
 mod learning_loop;
 mod lifecycle;

@@ -35,7 +35,13 @@ pub fn device() -> Option<String> {
 pub fn embedder() -> Arc<dyn Embedder> {
     static EMBEDDER: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
     EMBEDDER
-        .get_or_init(|| Arc::new(load_embedder(&config()).expect("the embedding model loads")))
+        .get_or_init(|| {
+            let config = config();
+            let device = config.device().expect("a valid device");
+            Arc::new(
+                load_embedder(&config.model_spec(), device).expect("the embedding model loads"),
+            )
+        })
         .clone()
 }
 

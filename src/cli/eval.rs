@@ -93,7 +93,10 @@ pub fn run(config: &Config, args: &EvalArgs) -> Result<()> {
         temperature: args.temperature.clone(),
         category_baseline: args.category_baseline.clone(),
     };
-    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
+    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(
+        &config.model_spec(),
+        config.device()?,
+    )?);
     let setup = Setup::new(
         embedder,
         tiers.clone(),

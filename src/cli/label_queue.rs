@@ -37,7 +37,7 @@ pub fn run(config: &Config, args: &LabelQueueArgs) -> Result<()> {
     }
     let records = read_checked_decisions(&args.decisions)?;
     let tiers = config.tiers()?;
-    let embedder = embed::load_embedder(config)?;
+    let embedder = embed::load_embedder(&config.model_spec(), config.device()?)?;
     let options = QueueOptions {
         limit: args.limit,
         max_similarity: args.max_similarity,

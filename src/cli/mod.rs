@@ -1,6 +1,7 @@
 //! The command line: parse flags into a typed config, run one command, print results on
 //! stdout and progress and errors on stderr.
 
+mod gpu_check;
 mod label_queue;
 mod replay;
 
@@ -20,7 +21,7 @@ use model_router::corpus::{
     self, outcome_examples, read_id_list, read_outcome_records, OutcomeMap, OutcomeRecord, Scale,
 };
 use model_router::decision_log::{DecisionRecord, LoggedPolicy};
-use model_router::embed::{self, source, Embedder, ModelSpec};
+use model_router::embed::{self, source, Embedder};
 use model_router::error::{Error, LineError};
 use model_router::router::Router;
 use model_router::smooth::Smooth;
@@ -86,6 +87,10 @@ pub enum Command {
     /// Re-decide a decision log under this configuration and print what would change as JSON:
     /// agreement, tier matrix, shares, cost per 1,000 requests, the most changed decisions.
     Replay(replay::ReplayArgs),
+    /// Check a GPU (`--device`; `auto` finds one): its vectors against the CPU kernels' on
+    /// the same weights, batch-1 latency, throughput, and serving through the batcher. Prints
+    /// a JSON report; exits non-zero when no GPU is found or the check fails.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Print one JSON embedding vector per text.
     Embed {
         /// Texts to embed.
@@ -197,11 +202,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(args) => calibrate::run(&config, &args),
         Command::LabelQueue(args) => label_queue::run(&config, &args),
         Command::Replay(args) => replay::run(&config, &args),
+        Command::GpuCheck(args) => gpu_check::run(&config, &args),
         Command::Embed { texts } => embed_texts(&config, &texts),
         Command::Model {
             action: ModelAction::Fetch,
         } => {
-            let spec = ModelSpec::from_config(&config);
+            let spec = config.model_spec();
             let model = source::resolve(&spec)?;
             eprintln!(
                 "{} from {} (sha256 {})",
@@ -213,7 +219,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model {
             action: ModelAction::Info,
         } => {
-            let embedder = embed::load_embedder(&config)?;
+            let embedder = embed::load_embedder(&config.model_spec(), config.device()?)?;
             println!("{}", serde_json::to_string_pretty(embedder.info())?);
             Ok(())
         }
@@ -242,7 +248,10 @@ pub(crate) fn build_router(config: &Config) -> Result<Router> {
 
 /// Loads the model and indexes the examples, with a progress bar.
 fn load_router(config: &Config) -> model_router::error::Result<Router> {
-    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
+    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(
+        &config.model_spec(),
+        config.device()?,
+    )?);
     let bar = progress_bar("embedding examples");
     let router = Router::from_config(config, embedder, &|done, total| {
         bar.set_length(total as u64);
@@ -470,7 +479,7 @@ fn embed_texts(config: &Config, texts: &[String]) -> Result<()> {
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         bail!("text #{} is empty: give some text to embed", i + 1);
     }
-    let embedder = embed::load_embedder(config)?;
+    let embedder = embed::load_embedder(&config.model_spec(), config.device()?)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

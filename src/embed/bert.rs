@@ -24,19 +24,33 @@ use super::source::ResolvedModel;
 use super::{Embedder, ModelInfo};
 use crate::error::{Error, Result};
 
-/// Longest sub-batch run in one forward pass: padding to the longest text makes very large
-/// batches slower per sentence, so texts are sorted by length and cut into batches of this size.
-const MAX_FORWARD_BATCH: usize = 32;
-/// Most padded tokens in one forward pass: beyond this, bigger batches stop paying off on CPU
-/// and only cost memory.
-const TOKEN_BUDGET: usize = 256;
+/// How `embed` cuts a batch into forward passes: texts are sorted by length, then cut where a
+/// pass would hold more than `max_batch` texts or `token_budget` padded tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PassLimits {
+    max_batch: usize,
+    token_budget: usize,
+}
+
+/// On the CPU, padding to the longest text makes large batches slower per sentence, and
+/// beyond ~256 padded tokens bigger passes stop paying off and only cost memory.
+const CPU_PASS: PassLimits = PassLimits {
+    max_batch: 32,
+    token_budget: 256,
+};
+/// A GPU needs many rows per pass to be busy: up to 256 texts (a full batch of the batcher and
+/// then some) and 32k padded tokens (256 texts of 128 tokens; about 0.4 GB of activations).
+const GPU_PASS: PassLimits = PassLimits {
+    max_batch: 256,
+    token_budget: 32 * 1024,
+};
 
 fn model_err(e: impl std::fmt::Display) -> Error {
     Error::Embed(e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pooling {
+pub(super) enum Pooling {
     Mean,
     Cls,
 }
@@ -57,6 +71,118 @@ impl Kernels {
         } else {
             Kernels::Candle
         }
+    }
+
+    fn pass_limits(self) -> PassLimits {
+        match self {
+            Kernels::Cpu(_) => CPU_PASS,
+            Kernels::Candle => GPU_PASS,
+        }
+    }
+}
+
+/// Text to token ids, special tokens included, truncated to the model's maximum length.
+pub(super) enum TextTokenizer {
+    /// The model's own `tokenizer.json`.
+    Hf(Box<Tokenizer>),
+    /// A deterministic stand-in for a model that comes without a tokenizer (the synthetic
+    /// weights of `gpu_check`): words and single symbols hashed into the vocabulary.
+    Words(WordTokenizer),
+}
+
+/// `[CLS]`, then each run of alphanumeric characters and each other non-space character as
+/// one token id (an FNV-1a hash into the vocabulary, past its special ids), then `[SEP]`.
+pub(super) struct WordTokenizer {
+    pub(super) vocab: u32,
+    pub(super) max_length: usize,
+}
+
+/// BERT's `[PAD]`, `[CLS]`, `[SEP]` ids, and the first id a word hashes to.
+const PAD_ID: u32 = 0;
+const CLS_ID: u32 = 101;
+const SEP_ID: u32 = 102;
+const FIRST_WORD_ID: u32 = 1000;
+
+impl WordTokenizer {
+    pub(super) fn encode(&self, text: &str) -> Vec<u32> {
+        let word_id = |w: &str| {
+            let h = w.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+            FIRST_WORD_ID + (h % (self.vocab - FIRST_WORD_ID) as u64) as u32
+        };
+        let keep = self.max_length.saturating_sub(2);
+        let mut ids = vec![CLS_ID];
+        let mut word = String::new();
+        for c in text.chars().chain(std::iter::once(' ')) {
+            if ids.len() > keep {
+                break;
+            }
+            if c.is_alphanumeric() {
+                word.extend(c.to_lowercase());
+                continue;
+            }
+            if !word.is_empty() {
+                ids.push(word_id(&word));
+                word.clear();
+            }
+            if !c.is_whitespace() && ids.len() <= keep {
+                ids.push(word_id(c.encode_utf8(&mut [0; 4])));
+            }
+        }
+        ids.truncate(keep + 1);
+        ids.push(SEP_ID);
+        ids
+    }
+}
+
+impl TextTokenizer {
+    /// The model's `tokenizer.json`, set to pad nothing and truncate at `max_length`.
+    pub(super) fn from_file(path: &Path, max_length: usize) -> Result<Self> {
+        let mut tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        // The shipped tokenizer pads every input to 128 tokens; we pad per batch ourselves.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Model(format!("tokenizer truncation: {e}")))?;
+        Ok(TextTokenizer::Hf(Box::new(tokenizer)))
+    }
+
+    /// Ids it can give: every one must have a row in the embedding table.
+    pub(super) fn vocab_size(&self) -> usize {
+        match self {
+            TextTokenizer::Hf(t) => t.get_vocab_size(true),
+            TextTokenizer::Words(w) => w.vocab as usize,
+        }
+    }
+
+    fn pad_id(&self) -> Option<u32> {
+        match self {
+            TextTokenizer::Hf(t) => t.token_to_id("[PAD]"),
+            TextTokenizer::Words(_) => Some(PAD_ID),
+        }
+    }
+
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let tokenizer = match self {
+            TextTokenizer::Hf(t) => t,
+            TextTokenizer::Words(w) => return Ok(texts.iter().map(|t| w.encode(t)).collect()),
+        };
+        let encodings = if texts.len() == 1 {
+            vec![tokenizer.encode(texts[0], true).map_err(model_err)?]
+        } else {
+            tokenizer
+                .encode_batch(texts.to_vec(), true)
+                .map_err(model_err)?
+        };
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 }
 
@@ -109,7 +235,7 @@ struct Encoder {
 
 /// A sentence-embedding BERT model with its tokenizer.
 pub struct BertEmbedder {
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     encoder: Encoder,
     info: ModelInfo,
 }
@@ -124,25 +250,22 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 impl BertEmbedder {
     /// Loads a resolved model onto a device.
     pub fn load(name: &str, model: &ResolvedModel, device: Device) -> Result<Self> {
+        Self::load_with(name, model, device, false)
+    }
+
+    /// Like `load`; with `candle_ops`, the encoder runs candle's operations even on the CPU
+    /// (GPUs always do), the reference `gpu_check` compares GPUs' results against.
+    pub(super) fn load_with(
+        name: &str,
+        model: &ResolvedModel,
+        device: Device,
+        candle_ops: bool,
+    ) -> Result<Self> {
         let dir = &model.dir;
-        let config: Config = serde_json::from_value(read_json(&dir.join("config.json"))?)
-            .map_err(|e| Error::Model(format!("config.json is not a BERT config: {e}")))?;
+        let config = read_config(dir)?;
         let pooling = read_pooling(dir)?;
         let max_length = read_max_length(dir, &config)?;
-
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| Error::Model(format!("tokenizer.json: {e}")))?;
-        // The shipped tokenizer pads every input to 128 tokens; we pad per batch ourselves.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                ..Default::default()
-            }))
-            .map_err(|e| Error::Model(format!("tokenizer truncation: {e}")))?;
-        let pad_id = tokenizer
-            .token_to_id("[PAD]")
-            .unwrap_or(config.pad_token_id as u32);
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_length)?;
 
         // SAFETY: the file is memory-mapped read-only; we do not modify it while mapped, and
         // every tensor is copied out of the map (to_dtype/contiguous) before it is dropped.
@@ -161,21 +284,51 @@ impl BertEmbedder {
                 .and_then(|t| t.to_dtype(DType::F32))
                 .map_err(|e| Error::Model(format!("weight `{full}`: {e}")))
         };
-        let kernels = Kernels::for_device(&device);
-        let encoder = Encoder::new(&config, pooling, pad_id, device.clone(), kernels, &get)?;
         let info = ModelInfo {
             name: name.to_string(),
             source: model.source,
             dir: dir.clone(),
             sha256: model.sha256.clone(),
             dim: config.hidden_size,
-            pooling: match pooling {
-                Pooling::Mean => "mean".into(),
-                Pooling::Cls => "cls".into(),
-            },
+            pooling: String::new(),
             max_length,
-            device: device_name(&device),
+            device: String::new(),
         };
+        Self::build(
+            &config,
+            pooling,
+            tokenizer,
+            device.clone(),
+            info,
+            candle_ops,
+            &get,
+        )
+    }
+
+    /// An embedder from its parts: `get` gives each named weight as an f32 tensor on `device`;
+    /// `info`'s dimension, pooling and device are filled in here.
+    pub(super) fn build(
+        config: &Config,
+        pooling: Pooling,
+        tokenizer: TextTokenizer,
+        device: Device,
+        mut info: ModelInfo,
+        candle_ops: bool,
+        get: &dyn Fn(&str) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let pad_id = tokenizer.pad_id().unwrap_or(config.pad_token_id as u32);
+        let kernels = if candle_ops {
+            Kernels::Candle
+        } else {
+            Kernels::for_device(&device)
+        };
+        info.dim = config.hidden_size;
+        info.pooling = match pooling {
+            Pooling::Mean => "mean".into(),
+            Pooling::Cls => "cls".into(),
+        };
+        info.device = device_name(&device);
+        let encoder = Encoder::new(config, pooling, pad_id, device, kernels, get)?;
         Ok(BertEmbedder {
             tokenizer,
             encoder,
@@ -183,27 +336,25 @@ impl BertEmbedder {
         })
     }
 
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    /// Token ids of each text, special tokens included, after truncation.
+    pub(super) fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let max = self.info.max_length;
         let texts: Vec<&str> = texts
             .iter()
             .map(|t| super::cut_for_embedding(t, max))
             .collect();
-        let encodings = if texts.len() == 1 {
-            vec![self.tokenizer.encode(texts[0], true).map_err(model_err)?]
-        } else {
-            self.tokenizer
-                .encode_batch(texts, true)
-                .map_err(model_err)?
-        };
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+        self.tokenizer.encode(&texts)
     }
 
-    fn forward(&self, ids: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        self.encoder.forward(ids)
+    /// One forward pass over exactly these sequences, padded to the longest: no sorting or
+    /// cutting into smaller passes, unlike `embed`.
+    pub(super) fn forward(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        self.encoder.forward(ids).map_err(model_err)
+    }
+
+    /// The device the encoder runs on.
+    pub(super) fn device(&self) -> &Device {
+        &self.encoder.device
     }
 }
 
@@ -476,8 +627,9 @@ impl Embedder for BertEmbedder {
         }
         let ids = self.tokenize(texts)?;
         if ids.len() == 1 {
-            return self.forward(&[&ids[0]]).map_err(model_err);
+            return self.forward(&[&ids[0]]);
         }
+        let limits = self.encoder.kernels.pass_limits();
         // Sort by length so each sub-batch pads little, cut it where the padded size would pass
         // the token budget, then restore the caller's order.
         let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -487,14 +639,14 @@ impl Embedder for BertEmbedder {
         while start < order.len() {
             let mut end = start + 1;
             while end < order.len()
-                && end - start < MAX_FORWARD_BATCH
-                && (end - start + 1) * ids[order[end]].len() <= TOKEN_BUDGET
+                && end - start < limits.max_batch
+                && (end - start + 1) * ids[order[end]].len() <= limits.token_budget
             {
                 end += 1;
             }
             let chunk = &order[start..end];
             let refs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            for (&i, v) in chunk.iter().zip(self.forward(&refs).map_err(model_err)?) {
+            for (&i, v) in chunk.iter().zip(self.forward(&refs)?) {
                 out[i] = v;
             }
             start = end;
@@ -507,8 +659,14 @@ impl Embedder for BertEmbedder {
     }
 }
 
+/// The model's `config.json`.
+pub(super) fn read_config(dir: &Path) -> Result<Config> {
+    serde_json::from_value(read_json(&dir.join("config.json"))?)
+        .map_err(|e| Error::Model(format!("config.json is not a BERT config: {e}")))
+}
+
 /// Pooling from `1_Pooling/config.json`; mean when the file is absent (plain BERT folders).
-fn read_pooling(dir: &Path) -> Result<Pooling> {
+pub(super) fn read_pooling(dir: &Path) -> Result<Pooling> {
     let path = dir.join("1_Pooling/config.json");
     if !path.is_file() {
         return Ok(Pooling::Mean);
@@ -526,7 +684,7 @@ fn read_pooling(dir: &Path) -> Result<Pooling> {
 }
 
 /// `max_seq_length` from `sentence_bert_config.json`, else the position table's size.
-fn read_max_length(dir: &Path, config: &Config) -> Result<usize> {
+pub(super) fn read_max_length(dir: &Path, config: &Config) -> Result<usize> {
     let path = dir.join("sentence_bert_config.json");
     let from_st = if path.is_file() {
         read_json(&path)?

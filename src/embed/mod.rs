@@ -7,12 +7,14 @@
 mod bert;
 pub mod cache;
 pub mod device;
+pub mod gpu_check;
 mod kernels;
 mod ops;
 pub mod source;
 
 pub use bert::BertEmbedder;
 pub use cache::EmbeddingCache;
+pub use device::DeviceSpec;
 pub use source::{ModelSpec, ResolvedModel, SourceKind, DEFAULT_MODEL};
 
 use serde::Serialize;
@@ -73,11 +75,11 @@ pub fn cut_for_embedding(text: &str, max_tokens: usize) -> &str {
     &text[..end]
 }
 
-/// Resolves (fetching if needed), verifies and loads the model the config names.
-pub fn load_embedder(config: &crate::config::Config) -> Result<BertEmbedder> {
-    let spec = ModelSpec::from_config(config);
-    let model = source::resolve(&spec)?;
-    let device = device::select_device(&config.embedding.device)?;
+/// Resolves (fetching if needed), verifies and loads a model onto a device
+/// (`Config::model_spec()` and `Config::device()` give both from the config).
+pub fn load_embedder(spec: &ModelSpec, device: DeviceSpec) -> Result<BertEmbedder> {
+    let model = source::resolve(spec)?;
+    let device = device::select_device(device)?;
     BertEmbedder::load(&spec.name, &model, device)
 }
 

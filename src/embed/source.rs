@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub use crate::config::DEFAULT_MODEL;
+/// The embedding model used when the config names none.
+pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 /// Files every model needs; `1_Pooling/config.json` and `sentence_bert_config.json` are optional.
 const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
@@ -78,17 +79,6 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// The model the config asks for.
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        ModelSpec {
-            name: config.embedding.model.clone(),
-            revision: config.embedding.revision.clone(),
-            sha256: config.embedding.sha256.clone(),
-            cache_dir: config.cache_dir(),
-            offline: false,
-        }
-    }
-
     /// The hash the weights must have, if any is known.
     pub fn pinned_sha256(&self) -> Option<String> {
         self.sha256.clone().or_else(|| {
@@ -118,25 +108,16 @@ pub struct ResolvedModel {
 
 /// Finds the model's files, fetching them if needed, and verifies the weights.
 pub fn resolve(spec: &ModelSpec) -> Result<ResolvedModel> {
-    let pinned = spec.pinned_sha256();
-    let local = Path::new(&spec.name);
-    if local.is_dir() {
-        return finish(local.to_path_buf(), SourceKind::LocalDir, pinned.as_deref());
+    if let Some(found) = resolve_local(spec) {
+        return found;
     }
     if looks_like_path(&spec.name) {
         return Err(Error::Model(format!(
             "model directory {} does not exist",
-            local.display()
+            spec.name
         )));
     }
-
-    let cached = spec.cache_path();
-    if has_required_files(&cached) {
-        return finish(cached, SourceKind::ModelCache, pinned.as_deref());
-    }
-    if let Some(dir) = hub_cache(spec) {
-        return finish(dir, SourceKind::HubCache, pinned.as_deref());
-    }
+    let pinned = spec.pinned_sha256();
 
     let mut attempts = Vec::new();
     let offline = spec.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1");
@@ -164,6 +145,28 @@ pub fn resolve(spec: &ModelSpec) -> Result<ResolvedModel> {
         spec.name,
         attempts.join("\n  ")
     )))
+}
+
+/// The model's files if they are on this machine (a local directory, our model cache, the
+/// hf-hub cache), verified; `None` when they are not, without fetching anything.
+pub fn resolve_local(spec: &ModelSpec) -> Option<Result<ResolvedModel>> {
+    let pinned = spec.pinned_sha256();
+    let local = Path::new(&spec.name);
+    if local.is_dir() {
+        return Some(finish(
+            local.to_path_buf(),
+            SourceKind::LocalDir,
+            pinned.as_deref(),
+        ));
+    }
+    if looks_like_path(&spec.name) {
+        return None;
+    }
+    let cached = spec.cache_path();
+    if has_required_files(&cached) {
+        return Some(finish(cached, SourceKind::ModelCache, pinned.as_deref()));
+    }
+    hub_cache(spec).map(|dir| finish(dir, SourceKind::HubCache, pinned.as_deref()))
 }
 
 fn looks_like_path(name: &str) -> bool {
@@ -207,6 +210,54 @@ fn finish(dir: PathBuf, source: SourceKind, pinned: Option<&str>) -> Result<Reso
         source,
         sha256,
     })
+}
+
+/// Writes a copy of a model with its floating-point weights stored as f16 (half the size:
+/// all-MiniLM-L6-v2 becomes ~45 MB, small enough to carry where 91 MB is not) into `out`,
+/// with its config, tokenizer and pooling files. Loading converts the weights back to f32,
+/// so the copy computes like the original on f16-rounded weights.
+pub fn write_f16_copy(model: &ResolvedModel, out: &Path) -> Result<PathBuf> {
+    use candle_core::DType;
+    let weights = model.dir.join("model.safetensors");
+    // SAFETY: read-only map of a file we do not modify while it is mapped; each tensor is
+    // copied out (to_dtype) before the map is dropped.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights) }
+        .map_err(|e| Error::Model(format!("{}: {e}", weights.display())))?;
+    let mut tensors = std::collections::HashMap::new();
+    for (name, _) in st.tensors() {
+        let t = st
+            .load(&name, &candle_core::Device::Cpu)
+            .map_err(|e| Error::Model(format!("weight `{name}`: {e}")))?;
+        let t = if t.dtype().is_float() {
+            t.to_dtype(DType::F16)
+                .map_err(|e| Error::Model(format!("weight `{name}` to f16: {e}")))?
+        } else {
+            t
+        };
+        tensors.insert(name, t);
+    }
+    let copy = |file: &str| -> Result<()> {
+        let (from, to) = (model.dir.join(file), out.join(file));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        std::fs::copy(&from, &to)
+            .map(drop)
+            .map_err(|e| Error::io(format!("copying {} to {}", from.display(), to.display()), e))
+    };
+    for file in REQUIRED_FILES.iter().filter(|f| **f != "model.safetensors") {
+        copy(file)?;
+    }
+    for file in OPTIONAL_FILES {
+        if model.dir.join(file).is_file() {
+            copy(file)?;
+        }
+    }
+    let target = out.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &target)
+        .map_err(|e| Error::Model(format!("writing {}: {e}", target.display())))?;
+    Ok(target)
 }
 
 /// Hex SHA-256 of a file, streamed.
