@@ -16,4 +16,5 @@ mod protocols;
 mod proxy;
 mod server;
 mod server_upstream;
+mod store;
 mod util;
