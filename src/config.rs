@@ -35,6 +35,65 @@ pub struct Config {
     /// A candidate configuration that decides alongside and only logs (`serve`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowConfig>,
+    /// A PostgreSQL store shared by several replicas, instead of the examples file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreConfig>,
+}
+
+/// `[store]`: the examples (and their vectors) in PostgreSQL, shared by every replica that
+/// names it: an example added on one is routable on all. Unset: `routing.examples`, a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:port/database`. Or leave it out and name an environment
+    /// variable that holds it in `url_env`, so the password need not sit in this file.
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// A replica also looks for new examples this often, should a notification be lost.
+    pub poll_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            url_env: None,
+            pool_size: 8,
+            poll_secs: 5,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The connection URL: `url`, or the value of the variable `url_env` names.
+    pub fn resolve_url(&self, env: impl Fn(&str) -> Option<String>) -> Result<String> {
+        match (&self.url, &self.url_env) {
+            (Some(url), None) => Ok(url.clone()),
+            (None, Some(var)) => env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                Error::Config(format!(
+                    "store.url_env names `{var}`, which is unset or empty: set it to the \
+                     store's postgres:// URL"
+                ))
+            }),
+            (Some(_), Some(_)) => Err(Error::Config(
+                "store: give `url` or `url_env`, not both".into(),
+            )),
+            (None, None) => Err(Error::Config(
+                "store: give `url` (postgres://...) or `url_env` (a variable holding it)".into(),
+            )),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.pool_size == 0 || self.poll_secs == 0 {
+            return Err(Error::Config(
+                "store.pool_size and store.poll_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[shadow]`: a candidate router (its own examples and knobs, the same embedding model) that
@@ -477,6 +536,9 @@ impl Config {
         self.device()?;
         self.server.validate()?;
         self.log.validate()?;
+        if let Some(store) = &self.store {
+            store.validate()?;
+        }
         Ok(())
     }
 

@@ -313,6 +313,17 @@ struct Entry {
 }
 
 impl ExampleSet {
+    /// A set over examples held elsewhere (a store), for the same validation and updates as a
+    /// file's.
+    pub fn from_examples(examples: &[Example], tiers: &Tiers) -> Result<Self> {
+        let text = examples
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("examples serialize"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Self::parse(&text, tiers, "the store")
+    }
+
     fn parse(text: &str, tiers: &Tiers, source_name: &str) -> Result<Self> {
         let examples =
             parse_examples(text, tiers, &HashSet::new()).map_err(|errors| Error::InvalidLines {

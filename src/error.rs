@@ -67,6 +67,14 @@ pub enum Error {
     #[error("index: {0}")]
     Index(String),
 
+    /// The store could not be reached, or failed a query: writes wait, routing goes on.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+
+    /// Ids that the store holds already (a live addition may not replace them).
+    #[error("ids already in the store: {0}")]
+    DuplicateIds(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

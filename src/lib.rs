@@ -66,5 +66,6 @@ pub mod replay;
 pub mod router;
 pub mod server;
 pub mod smooth;
+pub mod store;
 pub mod tier;
 pub mod vote;

@@ -67,6 +67,17 @@ pub struct RouterOptions {
     pub hnsw: HnswParams,
 }
 
+impl RouterOptions {
+    /// The policy and index the config describes.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        Ok(RouterOptions {
+            policy: config.policy()?,
+            index: config.routing.index,
+            hnsw: config.routing.hnsw,
+        })
+    }
+}
+
 struct State {
     index: Box<dyn VectorIndex>,
     examples: Vec<Example>,
@@ -113,7 +124,8 @@ impl Router {
         Self::with_capacity(embedder, tiers, options, 0)
     }
 
-    fn with_capacity(
+    /// A router with no examples yet, its index sized for `expected` of them.
+    pub fn with_capacity(
         embedder: Arc<dyn Embedder>,
         tiers: Tiers,
         options: RouterOptions,
@@ -145,11 +157,7 @@ impl Router {
     ) -> Result<Router> {
         let tiers = config.tiers()?;
         let examples = read_examples(&config.routing.examples, &tiers)?;
-        let options = RouterOptions {
-            policy: config.policy()?,
-            index: config.routing.index,
-            hnsw: config.routing.hnsw,
-        };
+        let options = RouterOptions::from_config(config)?;
         let cache_dir = config.cache_dir().join("embeddings");
         Self::build(
             embedder,
@@ -228,12 +236,25 @@ impl Router {
         progress: &dyn Fn(usize, usize),
     ) -> Result<()> {
         let vectors = self.embed_examples(&examples, progress)?;
+        self.add_embedded(examples, &vectors)
+    }
+
+    /// Makes examples routable with vectors embedded already (by this model: e.g. loaded from
+    /// a store), one per example.
+    pub fn add_embedded(&self, examples: Vec<Example>, vectors: &[Vec<f32>]) -> Result<()> {
+        if vectors.len() != examples.len() {
+            return Err(Error::Index(format!(
+                "{} vectors for {} examples",
+                vectors.len(),
+                examples.len()
+            )));
+        }
         let quality: Vec<_> = examples
             .iter()
             .map(|e| e.label.quality(&self.tiers))
             .collect();
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        state.index.add(&vectors)?;
+        state.index.add(vectors)?;
         for (e, q) in examples.iter().zip(&quality) {
             let group = state.baseline.add(e.category.as_deref(), q);
             state.group.push(group);
@@ -388,6 +409,11 @@ impl Router {
     /// Makes an example routable, or, if one with the same id is indexed already, gives that
     /// one the new label (and category and meta): the text, hence the vector, stays.
     pub fn upsert(&self, example: Example) -> Result<()> {
+        self.upsert_with(example, None)
+    }
+
+    /// [`Router::upsert`] with the example's vector when it is already embedded.
+    pub fn upsert_with(&self, example: Example, vector: Option<Vec<f32>>) -> Result<()> {
         {
             let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
             let state = &mut *guard;
@@ -413,7 +439,10 @@ impl Router {
                 return Ok(());
             }
         }
-        self.add(vec![example])
+        match vector {
+            Some(v) => self.add_embedded(vec![example], &[v]),
+            None => self.add(vec![example]),
+        }
     }
 
     /// Brings the index up to `examples` (the examples file as it is now, e.g. after an
@@ -474,6 +503,16 @@ impl Router {
         }
         self.add(add.into_iter().map(|(_, e)| e).collect())?;
         Ok(report)
+    }
+
+    /// The indexed example with this id.
+    pub fn example(&self, id: &str) -> Option<Example> {
+        let state = self.read();
+        state
+            .examples
+            .iter()
+            .find(|e| e.id.as_deref() == Some(id))
+            .cloned()
     }
 
     /// Ids of the indexed examples, e.g. to refuse a live addition that reuses one.

@@ -17,4 +17,5 @@ mod protocols;
 mod proxy;
 mod server;
 mod server_upstream;
+mod store;
 mod util;

@@ -4,6 +4,7 @@
 mod gpu_check;
 mod label_queue;
 mod replay;
+mod store;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -101,6 +102,11 @@ pub enum Command {
     Model {
         #[command(subcommand)]
         action: ModelAction,
+    },
+    /// The PostgreSQL store shared by replicas (`[store]`).
+    Store {
+        #[command(subcommand)]
+        action: store::StoreAction,
     },
 }
 
@@ -204,6 +210,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Replay(args) => replay::run(&config, &args),
         Command::GpuCheck(args) => gpu_check::run(&config, &args),
         Command::Embed { texts } => embed_texts(&config, &texts),
+        Command::Store { action } => store::run(&config, &action),
         Command::Model {
             action: ModelAction::Fetch,
         } => {
@@ -266,11 +273,17 @@ fn serve(config: &Config) -> Result<()> {
     model_router::server::run(
         config,
         move || {
-            // Copies of the examples file orphaned by a writer killed mid-write.
-            if load_config.routing.examples.exists() {
-                corpus::tidy_examples(&load_config.routing.examples)?;
-            }
-            let router = load_router(&load_config)?;
+            let (router, store) = if load_config.store.is_some() {
+                let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(&load_config)?);
+                let (router, store, seq) = store::load(&load_config, embedder)?;
+                (router, Some((store, seq)))
+            } else {
+                // Copies of the examples file orphaned by a writer killed mid-write.
+                if load_config.routing.examples.exists() {
+                    corpus::tidy_examples(&load_config.routing.examples)?;
+                }
+                (load_router(&load_config)?, None)
+            };
             let shadow = match &load_config.shadow {
                 Some(s) => Some(load_shadow(
                     &load_config,
@@ -279,7 +292,11 @@ fn serve(config: &Config) -> Result<()> {
                 )?),
                 None => None,
             };
-            Ok((router, shadow))
+            Ok(model_router::server::Loaded {
+                router,
+                shadow,
+                store,
+            })
         },
         |addr| {
             // Scripts and tests read this line to find the port (`bind = "127.0.0.1:0"`).

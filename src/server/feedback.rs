@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::error::ErrorBody;
 use super::{auth, ApiError, ApiJson, AppState};
-use crate::corpus::{update_examples, Label};
+use crate::corpus::{update_examples, ExampleSet, Label};
 use crate::error::Error;
 use crate::feedback::{apply, Applied, Feedback};
 
@@ -81,14 +81,29 @@ pub async fn feedback(
     let tiers = state.tiers().clone();
     let record = decision.clone();
     let limits = state.example_limits();
-    let applied = tokio::task::spawn_blocking(move || {
-        update_examples(&path, &tiers, |set| {
-            set.set_limits(limits);
-            apply(set, &record, outcomes)
+    let applied = match state.replica() {
+        // With a store: the decision's example as this replica holds it, merged, then written
+        // to the store (which every replica follows).
+        Some(_) => {
+            let earlier: Vec<_> = engine
+                .router
+                .example(&crate::feedback::example_id(&decision.id))
+                .into_iter()
+                .collect();
+            ExampleSet::from_examples(&earlier, &tiers).and_then(|mut set| {
+                set.set_limits(limits);
+                apply(&mut set, &record, outcomes)
+            })
+        }
+        None => tokio::task::spawn_blocking(move || {
+            update_examples(&path, &tiers, |set| {
+                set.set_limits(limits);
+                apply(set, &record, outcomes)
+            })
         })
-    })
-    .await
-    .map_err(ApiError::internal)?;
+        .await
+        .map_err(ApiError::internal)?,
+    };
     let (example, applied) = match applied {
         Ok(done) => done,
         Err(e @ Error::FeedbackConflict { .. }) => {
@@ -97,7 +112,11 @@ pub async fn feedback(
         }
         Err(e) => return Err(e.into()),
     };
-    if applied != Applied::Unchanged {
+    if let (Some(replica), true) = (state.replica(), applied != Applied::Unchanged) {
+        replica
+            .write(&engine.router, vec![example.clone()], true)
+            .await?;
+    } else if applied != Applied::Unchanged {
         let router = engine.router.clone();
         let indexed = example.clone();
         tokio::task::spawn_blocking(move || router.upsert(indexed))

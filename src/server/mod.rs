@@ -16,6 +16,7 @@ mod listener;
 pub mod metrics;
 pub mod openapi;
 mod proxy;
+mod replica;
 mod route;
 mod session;
 
@@ -83,6 +84,8 @@ struct Shared {
     log_settings: LogConfig,
     /// The last decisions, for feedback without a disk read.
     recent: Mutex<RecentDecisions>,
+    /// `[store]`: where writes go and how far this replica has followed it.
+    replica: OnceLock<Arc<replica::Replica>>,
     /// `[routing.budget]`, held live.
     budget: Option<Mutex<Budget>>,
     /// Unix seconds at start, the `created` of `/v1/models` entries.
@@ -245,8 +248,25 @@ impl AppState {
             log_settings: config.log.clone(),
             recent: Mutex::new(RecentDecisions::new(config.log.recent)),
             budget,
+            replica: OnceLock::new(),
             created,
         })))
+    }
+
+    /// Makes this server a replica of `store`, which it was loaded from up to sequence number
+    /// `applied`: writes go to the store, and a task (on the current runtime) follows every
+    /// other replica's, checking at least every `poll`. Needs the router set; returns false
+    /// (and changes nothing) without it or if a store is set already.
+    pub fn follow_store(&self, store: crate::store::PgStore, applied: i64, poll: Duration) -> bool {
+        let Ok(engine) = self.engine() else {
+            return false;
+        };
+        let replica = Arc::new(replica::Replica::new(store, applied, poll));
+        if self.0.replica.set(replica.clone()).is_err() {
+            return false;
+        }
+        tokio::spawn(replica.follow(engine.router.clone()));
+        true
     }
 
     /// [`AppState::new`] with secrets from the process environment.
@@ -587,6 +607,11 @@ impl AppState {
     pub(crate) fn adding(&self) -> &tokio::sync::Mutex<()> {
         &self.0.adding
     }
+
+    /// The store this server writes to and follows, when `[store]` is configured.
+    pub(crate) fn replica(&self) -> Option<&Arc<replica::Replica>> {
+        self.0.replica.get()
+    }
 }
 
 /// Locks a std mutex; a poisoned one is still usable (its holders never leave it half-done).
@@ -783,9 +808,18 @@ pub async fn shutdown_signal() {
 /// `model-router serve`: binds `server.bind`, calls `listening` with the bound address, loads
 /// the router (and the `[shadow]` router, if any) with `load` on a blocking thread (the API answers 503 `not_ready` meanwhile) and
 /// serves until SIGTERM/Ctrl-C. A failed load stops the server with that error.
+/// What `serve` loads before it is ready.
+pub struct Loaded {
+    pub router: Router,
+    /// `[shadow]`.
+    pub shadow: Option<Shadow>,
+    /// `[store]`: the store the router was loaded from, and the last sequence number applied.
+    pub store: Option<(crate::store::PgStore, i64)>,
+}
+
 pub fn run(
     config: &Config,
-    load: impl FnOnce() -> Result<(Router, Option<Shadow>)> + Send + 'static,
+    load: impl FnOnce() -> Result<Loaded> + Send + 'static,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -805,10 +839,15 @@ pub fn run(
         let state = AppState::from_env(config)?;
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
         let loading = state.clone();
+        let poll = Duration::from_secs(config.store.as_ref().map_or(5, |s| s.poll_secs));
         tokio::spawn(async move {
             let started = Instant::now();
             match tokio::task::spawn_blocking(load).await {
-                Ok(Ok((router, shadow))) => {
+                Ok(Ok(Loaded {
+                    router,
+                    shadow,
+                    store,
+                })) => {
                     tracing::info!(
                         examples = router.len(),
                         index = router.index_kind(),
@@ -817,6 +856,9 @@ pub fn run(
                         "ready"
                     );
                     loading.set_routers(Arc::new(router), shadow);
+                    if let Some((store, applied)) = store {
+                        loading.follow_store(store, applied, poll);
+                    }
                 }
                 Ok(Err(e)) => {
                     let _ = failed_tx.send(e);

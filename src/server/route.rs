@@ -17,7 +17,7 @@ use super::session::session_key;
 use super::{auth, ApiError, ApiJson, AppState};
 use crate::batcher::{ContextRule, Query};
 use crate::config::UpstreamKind;
-use crate::corpus::{update_examples, Example};
+use crate::corpus::{parse_new_examples, update_examples, Example};
 use crate::router::{Decision, SyncReport};
 
 /// `POST /v1/route` body: `query` or `messages`, not both.
@@ -326,6 +326,34 @@ pub async fn add_examples(
     // positions in the list) applies unchanged.
     let lines: Vec<String> = body.examples.iter().map(|v| v.to_string()).collect();
     let _one_at_a_time = state.adding().lock().await;
+    if let Some(replica) = state.replica() {
+        // The store checks ids against every replica's writes; this checks the rest.
+        let examples = parse_new_examples(
+            &lines.join("\n"),
+            state.tiers(),
+            &engine.router.ids(),
+            &state.example_limits(),
+        )
+        .map_err(|errors| {
+            ApiError::from(crate::error::Error::InvalidLines {
+                source_name: "`examples` (line N = the Nth example)".into(),
+                errors,
+            })
+        })?;
+        let added = examples.len();
+        replica.write(&engine.router, examples, false).await?;
+        let total = engine.router.len();
+        state.metrics().examples.set(total as i64);
+        tracing::info!(added, total, "examples added to the store");
+        return Ok((
+            StatusCode::CREATED,
+            Json(ExamplesAdded {
+                added,
+                examples: total,
+            }),
+        )
+            .into_response());
+    }
     // Checked against the file and the index, persisted first: once the client hears 201 the
     // examples survive a restart.
     let path = state.examples_path().to_path_buf();
@@ -392,6 +420,22 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
     }
     let engine = state.engine()?;
     let _one_at_a_time = state.adding().lock().await;
+    if let Some(replica) = state.replica() {
+        let added = replica
+            .catch_up(&engine.router)
+            .await
+            .map_err(super::replica::store_error)?;
+        let total = engine.router.len();
+        state.metrics().examples.set(total as i64);
+        return Ok(Json(Reloaded {
+            report: SyncReport {
+                added,
+                ..SyncReport::default()
+            },
+            examples: total,
+        })
+        .into_response());
+    }
     let path = state.examples_path().to_path_buf();
     let tiers = state.tiers().clone();
     let router = engine.router.clone();

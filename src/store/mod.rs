@@ -1,0 +1,439 @@
+//! The PostgreSQL store: the examples every replica routes with, and their vectors.
+//!
+//! Beside `server/` in the layering (async, tokio-postgres with a deadpool pool); the router
+//! and the corpus know nothing of it. The schema is in `migrations/`, applied at start under an
+//! advisory lock, so replicas starting together apply each migration once.
+//!
+//! Every write happens in one transaction that holds the write lock (an advisory lock) from
+//! taking its sequence numbers to its commit, so numbers are committed in increasing order: a
+//! replica that has applied every row up to `n` only ever needs the rows past `n`. A commit
+//! announces itself with `NOTIFY model_router_examples`; replicas also poll, so a lost
+//! notification (a dropped connection) only delays a row. Nothing of a failed transaction is
+//! visible, to anyone.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use sha2::{Digest, Sha256};
+use tokio_postgres::NoTls;
+
+use crate::corpus::{Example, Label};
+use crate::error::{Error, Result};
+
+/// The notification channel for committed writes.
+pub const CHANNEL: &str = "model_router_examples";
+
+/// The schema, in order; each applied once, recorded in `router_migrations`.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_examples.sql"))];
+
+/// Advisory lock keys: migrations, and writes (sequence numbers in commit order).
+const MIGRATION_LOCK: i64 = 0x6d72_5f6d_6967;
+const WRITE_LOCK: i64 = 0x6d72_5f77_7274;
+
+/// An example as stored: its sequence number (the order replicas apply it in) and itself,
+/// always with an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub seq: i64,
+    pub example: Example,
+}
+
+/// A pool of connections to one store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::StoreUnavailable(format!("{what}: {e}"))
+}
+
+/// SHA-256 of a text: how vectors are keyed.
+pub fn text_sha256(text: &str) -> Vec<u8> {
+    Sha256::digest(text.as_bytes()).to_vec()
+}
+
+impl PgStore {
+    /// A pool for `url` (`postgres://...`); connects lazily. The URL's password never appears
+    /// in errors.
+    pub fn new(url: &str, pool_size: usize) -> Result<PgStore> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            Error::Config(format!(
+                "store: the URL is not a valid postgres:// URL ({e})"
+            ))
+        })?;
+        let mut pg = config.clone();
+        pg.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Config(format!("store: {e}")))?;
+        Ok(PgStore { pool, config })
+    }
+
+    /// Where the store is, for messages: host, port and database, never the password.
+    pub fn describe(&self) -> String {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}:{port}/{}",
+            hosts.join(","),
+            self.config.get_dbname().unwrap_or("")
+        )
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| unavailable(&format!("connecting to {}", self.describe()), e))
+    }
+
+    /// Applies the migrations not applied yet, under an advisory lock: replicas starting
+    /// together wait for each other, and each migration runs once.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| unavailable("migrating", e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| unavailable("migrating", e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS router_migrations (
+                 version INTEGER PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| unavailable("migrating", e))?;
+        let applied: Vec<i32> = tx
+            .query("SELECT version FROM router_migrations", &[])
+            .await
+            .map_err(|e| unavailable("migrating", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| unavailable(&format!("applying migration {version}"), e))?;
+            tx.execute(
+                "INSERT INTO router_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(|e| unavailable("migrating", e))?;
+        }
+        tx.commit().await.map_err(|e| unavailable("migrating", e))
+    }
+
+    /// The examples past sequence number `after`, in order.
+    pub async fn examples_after(&self, after: i64) -> Result<Vec<Stored>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, id, text, label::text, category, meta::text
+                 FROM router_examples WHERE seq > $1 ORDER BY seq",
+                &[&after],
+            )
+            .await
+            .map_err(|e| unavailable("reading examples", e))?;
+        rows.iter()
+            .map(|r| {
+                let label: String = r.get(3);
+                let meta: Option<String> = r.get(5);
+                let label: Label = serde_json::from_str(&label)
+                    .map_err(|e| Error::StoreUnavailable(format!("a stored label: {e}")))?;
+                let meta = meta
+                    .map(|m| serde_json::from_str(&m))
+                    .transpose()
+                    .map_err(|e| Error::StoreUnavailable(format!("a stored meta: {e}")))?;
+                Ok(Stored {
+                    seq: r.get(0),
+                    example: Example {
+                        id: Some(r.get(1)),
+                        text: r.get(2),
+                        label,
+                        category: r.get(4),
+                        meta,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The stored vectors of `texts` for a model (`None` where there is none).
+    pub async fn vectors(&self, model: &str, texts: &[&str]) -> Result<Vec<Option<Vec<f32>>>> {
+        let client = self.client().await?;
+        let hashes: Vec<Vec<u8>> = texts.iter().map(|t| text_sha256(t)).collect();
+        let mut found = std::collections::HashMap::with_capacity(hashes.len());
+        for chunk in hashes.chunks(10_000) {
+            let rows = client
+                .query(
+                    "SELECT text_sha256, vector FROM router_vectors
+                     WHERE model_sha256 = $1 AND text_sha256 = ANY($2)",
+                    &[&model, &chunk],
+                )
+                .await
+                .map_err(|e| unavailable("reading vectors", e))?;
+            for r in rows {
+                let hash: Vec<u8> = r.get(0);
+                let bytes: Vec<u8> = r.get(1);
+                let v: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                found.insert(hash, v);
+            }
+        }
+        Ok(hashes.iter().map(|h| found.get(h).cloned()).collect())
+    }
+
+    /// Stores vectors (kept if present already).
+    pub async fn put_vectors(&self, model: &str, items: &[(&str, &[f32])]) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| unavailable("writing vectors", e))?;
+        insert_vectors(&tx, model, items).await?;
+        tx.commit()
+            .await
+            .map_err(|e| unavailable("writing vectors", e))
+    }
+
+    /// Writes examples (and their vectors) in one transaction and announces them. `replace`:
+    /// an id the store holds is updated (feedback merging into its example); otherwise any
+    /// such id refuses the whole write ([`Error::DuplicateIds`]). An example without id gets
+    /// `ex-<seq>`. Returns the last sequence number written.
+    pub async fn write(
+        &self,
+        examples: &[Example],
+        replace: bool,
+        model: &str,
+        vectors: &[Vec<f32>],
+    ) -> Result<i64> {
+        let mut client = self.client().await?;
+        let fail = |e: tokio_postgres::Error| unavailable("writing examples", e);
+        let tx = client.transaction().await.map_err(fail)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await
+            .map_err(fail)?;
+        if !replace {
+            let ids: Vec<&str> = examples.iter().filter_map(|e| e.id.as_deref()).collect();
+            let taken: Vec<String> = tx
+                .query(
+                    "SELECT id FROM router_examples WHERE id = ANY($1) ORDER BY id",
+                    &[&ids],
+                )
+                .await
+                .map_err(fail)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !taken.is_empty() {
+                return Err(Error::DuplicateIds(taken.join(", ")));
+            }
+        }
+        let mut last = 0;
+        for e in examples {
+            let seq: i64 = tx
+                .query_one("SELECT nextval('router_example_seq')", &[])
+                .await
+                .map_err(fail)?
+                .get(0);
+            let id = e.id.clone().unwrap_or_else(|| format!("ex-{seq}"));
+            let label = serde_json::to_string(&e.label).expect("labels serialise");
+            let meta = e.meta.as_ref().map(|m| m.to_string());
+            tx.execute(
+                "INSERT INTO router_examples (id, seq, text, label, category, meta, text_sha256)
+                 VALUES ($1, $2, $3, $4::text::jsonb, $5, $6::text::jsonb, $7)
+                 ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, text = EXCLUDED.text,
+                     label = EXCLUDED.label, category = EXCLUDED.category,
+                     meta = EXCLUDED.meta, text_sha256 = EXCLUDED.text_sha256,
+                     updated_at = now()",
+                &[
+                    &id,
+                    &seq,
+                    &e.text,
+                    &label,
+                    &e.category,
+                    &meta,
+                    &text_sha256(&e.text),
+                ],
+            )
+            .await
+            .map_err(fail)?;
+            last = seq;
+        }
+        let items: Vec<(&str, &[f32])> = examples
+            .iter()
+            .map(|e| e.text.as_str())
+            .zip(vectors.iter().map(Vec::as_slice))
+            .collect();
+        insert_vectors(&tx, model, &items).await?;
+        tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(last)
+    }
+
+    /// The highest sequence number written (0 for an empty store).
+    pub async fn last_seq(&self) -> Result<i64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM router_examples", &[])
+            .await
+            .map_err(|e| unavailable("reading examples", e))?;
+        Ok(row.get(0))
+    }
+
+    /// A connection that listens on [`CHANNEL`]: [`Listener::rx`] gets a message per
+    /// notification and closes when the connection drops (the caller reconnects, and catches
+    /// up by sequence number).
+    pub async fn listen(&self) -> Result<Listener> {
+        let (client, mut connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| unavailable(&format!("listening on {}", self.describe()), e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                        // A full channel already holds a wake-up: nothing is lost.
+                        let _ = tx.try_send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(|e| unavailable("listening", e))?;
+        Ok(Listener {
+            _client: client,
+            rx,
+        })
+    }
+}
+
+/// A listening connection (see [`PgStore::listen`]).
+pub struct Listener {
+    _client: tokio_postgres::Client,
+    pub rx: tokio::sync::mpsc::Receiver<()>,
+}
+
+async fn insert_vectors(
+    tx: &deadpool_postgres::Transaction<'_>,
+    model: &str,
+    items: &[(&str, &[f32])],
+) -> Result<()> {
+    for (text, v) in items {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let dim = i32::try_from(v.len()).expect("a model dimension fits i32");
+        tx.execute(
+            "INSERT INTO router_vectors (model_sha256, text_sha256, dim, vector)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&model, &text_sha256(text), &dim, &bytes],
+        )
+        .await
+        .map_err(|e| unavailable("writing vectors", e))?;
+    }
+    Ok(())
+}
+
+/// What loading a router from the store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    pub examples: usize,
+    /// Vectors read from the store.
+    pub stored_vectors: usize,
+    /// Examples embedded now (their vectors are stored for the next replica).
+    pub embedded: usize,
+    /// The last sequence number applied.
+    pub seq: i64,
+}
+
+/// Builds a router over every stored example: vectors from the store where it has them for
+/// this model, the rest embedded here (off the async threads) and stored.
+pub async fn load_router(
+    store: &PgStore,
+    embedder: std::sync::Arc<dyn crate::embed::Embedder>,
+    tiers: crate::tier::Tiers,
+    options: crate::router::RouterOptions,
+) -> Result<(crate::router::Router, Loaded)> {
+    let rows = store.examples_after(0).await?;
+    let seq = rows.last().map_or(0, |r| r.seq);
+    let examples: Vec<Example> = rows.into_iter().map(|r| r.example).collect();
+    let model = embedder.info().sha256.clone();
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let mut vectors = store.vectors(&model, &texts).await?;
+    let stored_vectors = vectors.iter().filter(|v| v.is_some()).count();
+    let missing: Vec<usize> = (0..vectors.len())
+        .filter(|&i| vectors[i].is_none())
+        .collect();
+    if !missing.is_empty() {
+        let owned: Vec<String> = missing.iter().map(|&i| texts[i].to_string()).collect();
+        let e = embedder.clone();
+        let embedded = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            e.embed(&refs)
+        })
+        .await
+        .map_err(|e| Error::Embed(format!("embedding stored examples: {e}")))??;
+        let items: Vec<(&str, &[f32])> = missing
+            .iter()
+            .map(|&i| texts[i])
+            .zip(embedded.iter().map(Vec::as_slice))
+            .collect();
+        store.put_vectors(&model, &items).await?;
+        for (&i, v) in missing.iter().zip(embedded) {
+            vectors[i] = Some(v);
+        }
+    }
+    let vectors: Vec<Vec<f32>> = vectors.into_iter().map(|v| v.expect("filled")).collect();
+    let loaded = Loaded {
+        examples: examples.len(),
+        stored_vectors,
+        embedded: missing.len(),
+        seq,
+    };
+    let router = tokio::task::spawn_blocking(move || {
+        let router = crate::router::Router::with_capacity(embedder, tiers, options, examples.len());
+        router.add_embedded(examples, &vectors).map(|()| router)
+    })
+    .await
+    .map_err(|e| Error::Index(format!("indexing stored examples: {e}")))??;
+    Ok((router, loaded))
+}
