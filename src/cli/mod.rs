@@ -274,7 +274,10 @@ fn serve(config: &Config) -> Result<()> {
         config,
         move || {
             let (router, store) = if load_config.store.is_some() {
-                let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(&load_config)?);
+                let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(
+                    &load_config.model_spec(),
+                    load_config.device()?,
+                )?);
                 let (router, store, seq) = store::load(&load_config, embedder)?;
                 (router, Some((store, seq)))
             } else {

@@ -49,7 +49,10 @@ fn import(config: &Config, file: &Path) -> Result<()> {
     if examples.is_empty() {
         bail!("{} holds no examples", file.display());
     }
-    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(config)?);
+    let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(
+        &config.model_spec(),
+        config.device()?,
+    )?);
     let model = embedder.info().sha256.clone();
     // The router's on-disk cache spares re-embedding texts this machine has embedded before.
     let router = Router::build(
