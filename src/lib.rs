@@ -44,8 +44,10 @@
 //!    stream, `loo.rs`), all from one `eval::Setup`. [`gpu_report`]: `gpu-check`'s report,
 //!    the embedding checks plus serving throughput through the batcher.
 //! 4. [`server`]: the HTTP API (routing, OpenAI-compatible forwarding with streaming, live
-//!    examples, feedback, health, Prometheus metrics). The only place axum, reqwest and tokio
-//!    appear.
+//!    examples, feedback, health, Prometheus metrics; `replica.rs` follows a store). The only
+//!    place axum and reqwest appear. Beside it, [`store`]: the PostgreSQL store replicas share
+//!    (tokio-postgres, the only place it appears). Only these two, and the batcher's oneshot
+//!    replies, are async.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) is the only user of clap and anyhow; it parses
 //! flags, calls the library and prints.
