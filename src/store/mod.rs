@@ -256,7 +256,12 @@ impl PgStore {
                 .map(|r| r.get(0))
                 .collect();
             if !taken.is_empty() {
-                let shown = taken.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+                let shown = taken
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let more = taken.len().saturating_sub(10);
                 return Err(Error::DuplicateIds(if more > 0 {
                     format!("{shown} and {more} more")
