@@ -269,11 +269,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ProtocolErrors<S> {
     }
 }
 
+/// A head that may be one of hyper's automatic answers, as text without its blank line, and
+/// the error it stands for. Every write of every response passes here: anything that is not a
+/// short 4xx head is turned away on its first bytes, before any parsing.
+fn automatic_head(head: &[u8]) -> Option<(&str, Option<ApiError>)> {
+    if head.len() > 1024 || !head.starts_with(b"HTTP/1.1 4") || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?.strip_suffix("\r\n\r\n")?;
+    Some((text, automatic_error_of(text)))
+}
+
 /// The JSON error for one of hyper's automatic answers (status, no body, no `x-request-id`),
 /// or `None` for anything else.
-fn automatic_error(head: &[u8]) -> Option<ApiError> {
-    let text = std::str::from_utf8(head).ok()?;
-    let head = text.strip_suffix("\r\n\r\n")?;
+fn automatic_error_of(head: &str) -> Option<ApiError> {
     let mut lines = head.split("\r\n");
     let status = lines.next()?.strip_prefix("HTTP/1.1 ")?.get(..3)?;
     let mut empty = false;
@@ -316,9 +325,8 @@ fn automatic_error(head: &[u8]) -> Option<ApiError> {
 /// [`automatic_error`]'s answer as bytes: hyper's status line and headers (`connection:
 /// close`, `date`) with a JSON content type, its length and the body.
 fn automatic_error_with_body(head: &[u8]) -> Option<Vec<u8>> {
-    let error = automatic_error(head)?;
-    let body = error.body().to_string();
-    let text = std::str::from_utf8(head).ok()?.strip_suffix("\r\n\r\n")?;
+    let (text, error) = automatic_head(head)?;
+    let body = error?.body().to_string();
     let mut out = String::with_capacity(text.len() + body.len() + 64);
     for line in text.split("\r\n") {
         let name = line.split_once(':').map(|(n, _)| n);
@@ -337,6 +345,10 @@ fn automatic_error_with_body(head: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn automatic_error(head: &[u8]) -> Option<ApiError> {
+        automatic_head(head).and_then(|(_, error)| error)
+    }
 
     const HYPER_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Fri, 04 Dec 2026 05:10:26 GMT\r\n\r\n";
 
