@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{AnthropicErrorBody, ErrorBody};
 use super::{feedback, proxy, route, AppState};
+use crate::config::UpstreamKind;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -185,18 +186,11 @@ struct CommonErrors;
 
 impl Modify for CommonErrors {
     fn modify(&self, doc: &mut Document) {
-        const PROXY: &[&str] = &[
-            "/v1/chat/completions",
-            "/v1/responses",
-            "/v1/messages",
-            "/v1/messages/count_tokens",
-        ];
         for (path, item) in doc.paths.paths.iter_mut() {
-            let anthropic = path.starts_with("/v1/messages");
-            let body = if anthropic {
-                "AnthropicErrorBody"
-            } else {
-                "ErrorBody"
+            let forwarded = proxy::Api::ALL.into_iter().find(|api| api.route() == path);
+            let body = match forwarded.map(proxy::Api::kind) {
+                Some(UpstreamKind::Anthropic) => "AnthropicErrorBody",
+                _ => "ErrorBody",
             };
             let operations = [(false, item.get.as_mut()), (true, item.post.as_mut())];
             for (post, operation) in operations {
@@ -205,7 +199,7 @@ impl Modify for CommonErrors {
                     let applies = match applies {
                         Applies::Post => post,
                         Applies::Api => path.starts_with("/v1/"),
-                        Applies::Proxy => PROXY.contains(&path.as_str()),
+                        Applies::Proxy => forwarded.is_some(),
                     };
                     if !applies || operation.responses.responses.contains_key(status) {
                         continue;

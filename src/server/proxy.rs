@@ -108,6 +108,8 @@ pub(crate) enum Api {
 }
 
 impl Api {
+    pub const ALL: [Api; 4] = [Api::Chat, Api::Responses, Api::Messages, Api::CountTokens];
+
     pub fn kind(self) -> UpstreamKind {
         match self {
             Api::Chat | Api::Responses => UpstreamKind::OpenAI,
@@ -135,7 +137,8 @@ impl Api {
         }
     }
 
-    fn route(self) -> &'static str {
+    /// The router's own path for it.
+    pub fn route(self) -> &'static str {
         match self {
             Api::Chat => "/v1/chat/completions",
             Api::Responses => "/v1/responses",
