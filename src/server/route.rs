@@ -288,6 +288,9 @@ pub struct AddExamples {
     examples: Vec<serde_json::Value>,
 }
 
+/// How `POST /v1/examples` names its lines in errors.
+const EXAMPLES_SOURCE: &str = "`examples` (line N = the Nth example)";
+
 /// `POST /v1/examples` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExamplesAdded {
@@ -326,58 +329,49 @@ pub async fn add_examples(
     // positions in the list) applies unchanged.
     let lines: Vec<String> = body.examples.iter().map(|v| v.to_string()).collect();
     let _one_at_a_time = state.adding().lock().await;
-    if let Some(replica) = state.replica() {
-        // The store checks ids against every replica's writes; this checks the rest.
-        let examples = parse_new_examples(
-            &lines.join("\n"),
-            state.tiers(),
-            &engine.router.ids(),
-            &state.example_limits(),
-        )
-        .map_err(|errors| {
-            ApiError::from(crate::error::Error::InvalidLines {
-                source_name: "`examples` (line N = the Nth example)".into(),
-                errors,
-            })
-        })?;
-        let added = examples.len();
-        replica.write(&engine.router, examples, false).await?;
-        let total = engine.router.len();
-        state.metrics().examples.set(total as i64);
-        tracing::info!(added, total, "examples added to the store");
-        return Ok((
-            StatusCode::CREATED,
-            Json(ExamplesAdded {
-                added,
-                examples: total,
-            }),
-        )
-            .into_response());
-    }
-    // Checked against the file and the index, persisted first: once the client hears 201 the
-    // examples survive a restart.
-    let path = state.examples_path().to_path_buf();
-    let tiers = state.tiers().clone();
-    let indexed = engine.router.ids();
-    let limits = state.example_limits();
-    let examples = tokio::task::spawn_blocking(move || {
-        update_examples(&path, &tiers, |set| {
-            set.set_limits(limits);
-            set.add_lines(
+    let added = match state.replica() {
+        Some(replica) => {
+            // The store checks ids against every replica's writes; this checks the rest.
+            let examples = parse_new_examples(
                 &lines.join("\n"),
-                "`examples` (line N = the Nth example)",
-                &indexed,
+                state.tiers(),
+                &engine.router.ids(),
+                &state.example_limits(),
             )
-        })
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let added = examples.len();
-    // Embedding happens outside the index lock: routing goes on meanwhile.
-    let router = engine.router.clone();
-    tokio::task::spawn_blocking(move || router.add(examples))
-        .await
-        .map_err(ApiError::internal)??;
+            .map_err(|errors| {
+                ApiError::from(crate::error::Error::InvalidLines {
+                    source_name: EXAMPLES_SOURCE.into(),
+                    errors,
+                })
+            })?;
+            let added = examples.len();
+            replica.write(&engine.router, examples, false).await?;
+            added
+        }
+        None => {
+            // Checked against the file and the index, persisted first: once the client hears
+            // 201 the examples survive a restart.
+            let path = state.examples_path().to_path_buf();
+            let tiers = state.tiers().clone();
+            let indexed = engine.router.ids();
+            let limits = state.example_limits();
+            let examples = tokio::task::spawn_blocking(move || {
+                update_examples(&path, &tiers, |set| {
+                    set.set_limits(limits);
+                    set.add_lines(&lines.join("\n"), EXAMPLES_SOURCE, &indexed)
+                })
+            })
+            .await
+            .map_err(ApiError::internal)??;
+            let added = examples.len();
+            // Embedding happens outside the index lock: routing goes on meanwhile.
+            let router = engine.router.clone();
+            tokio::task::spawn_blocking(move || router.add(examples))
+                .await
+                .map_err(ApiError::internal)??;
+            added
+        }
+    };
     let total = engine.router.len();
     state.metrics().examples.set(total as i64);
     tracing::info!(added, total, "examples added");
