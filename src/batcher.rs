@@ -411,7 +411,7 @@ impl Worker {
                 // next query (a closed-loop client is between two requests right now).
                 self.short_wait(&rx, SHORT_GRACE)
             } else {
-                self.queued_now(&rx)
+                self.queued_now(&rx, Vec::new())
             };
             let (long, short): (Vec<Job>, Vec<Job>) = taken.into_iter().partition(|j| j.long);
             self.queued.fetch_sub(short.len(), Ordering::SeqCst);
@@ -443,19 +443,16 @@ impl Worker {
     /// Waits up to `grace` for a job, then takes what is queued, up to `max_size` jobs.
     fn short_wait(&self, rx: &Receiver<Job>, grace: Duration) -> Vec<Job> {
         match rx.recv_timeout(grace) {
-            Ok(first) => std::iter::once(first)
-                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-                .take(self.options.max_size)
-                .collect(),
+            Ok(first) => self.queued_now(rx, vec![first]),
             Err(_) => Vec::new(),
         }
     }
 
-    /// Whatever is queued now, up to `max_size` jobs, without waiting.
-    fn queued_now(&self, rx: &Receiver<Job>) -> Vec<Job> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .take(self.options.max_size)
-            .collect()
+    /// `jobs` and whatever is queued now, up to `max_size` jobs in all, without waiting.
+    fn queued_now(&self, rx: &Receiver<Job>, mut jobs: Vec<Job>) -> Vec<Job> {
+        let room = self.options.max_size.saturating_sub(jobs.len());
+        jobs.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(room));
+        jobs
     }
 
     /// Blocks for the first job, then takes what is queued (waiting up to `max_wait` for
