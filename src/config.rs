@@ -53,6 +53,11 @@ pub struct StoreConfig {
     pub pool_size: usize,
     /// A replica also looks for new examples this often, should a notification be lost.
     pub poll_secs: u64,
+    /// Write every routing decision to the store (in batches, off the request path), so
+    /// feedback sent to any replica finds its decision. They hold user prompts.
+    pub decisions: bool,
+    /// Stored decisions older than this many days are deleted (0 = kept forever).
+    pub decisions_keep_days: u32,
 }
 
 impl Default for StoreConfig {
@@ -62,6 +67,8 @@ impl Default for StoreConfig {
             url_env: None,
             pool_size: 8,
             poll_secs: 5,
+            decisions: true,
+            decisions_keep_days: 30,
         }
     }
 }

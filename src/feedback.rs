@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Example, ExampleSet, Label};
 use crate::decision_log::DecisionRecord;
@@ -21,19 +21,19 @@ use crate::error::{Error, Result};
 use crate::tier::Tiers;
 
 /// One piece of feedback, as sent (`POST /v1/feedback` body, or a line of a feedback file).
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Feedback {
     /// The decision's id (the request's `x-request-id`).
     pub id: String,
     /// A score per tier: a number in [0, 1] or a boolean.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcomes: Option<BTreeMap<String, serde_json::Value>>,
     /// The cheapest tier that would have done.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
     /// A score for the tier that served it: a number in [0, 1] or a boolean.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<serde_json::Value>,
 }
 

@@ -16,7 +16,7 @@ use model_router::store::{self, PgStore};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{config, secret, within, TestServer};
+use crate::harness::{config, json_of, secret, within, TestServer, ROUTER_KEY};
 use crate::util;
 
 /// A PostgreSQL cluster of its own, stopped and removed on drop.
@@ -165,7 +165,7 @@ async fn import_fixture(store: &PgStore, c: &Config) -> usize {
     examples.len()
 }
 
-/// A replica: loaded from the store, then following it.
+/// A replica: loaded from the store, then following it and writing its decisions there.
 async fn replica(store: &PgStore, c: &Config) -> (TestServer, store::Loaded) {
     let (router, loaded) = store::load_router(
         store,
@@ -178,15 +178,98 @@ async fn replica(store: &PgStore, c: &Config) -> (TestServer, store::Loaded) {
     let state = AppState::new(c, secret).unwrap();
     state.set_router(Arc::new(router));
     assert!(state.follow_store(store.clone(), loaded.seq, Duration::from_millis(500)));
+    assert!(state.store_decisions(30));
     (TestServer::start_state(state).await, loaded)
 }
 
-/// Waits until `server` routes `text` with the example `id` as its nearest neighbour.
-async fn routable(server: &TestServer, text: &str, id: &str) -> Duration {
+/// The fixture config as a file for the binary: client keys on, the store at `pg`.
+fn process_config(pg: &Postgres, dir: &std::path::Path) -> PathBuf {
+    let fixture = util::fixture("router.toml");
+    let text = std::fs::read_to_string(&fixture).unwrap();
+    let examples = util::fixture("examples.jsonl");
+    let text = text
+        .replace(
+            "[server]\n",
+            "[server]\napi_keys_env = \"TEST_ROUTER_KEYS\"\n",
+        )
+        .replace(
+            "examples = \"examples.jsonl\"",
+            &format!("examples = {:?}", examples.display().to_string()),
+        );
+    let path = dir.join("router.toml");
+    std::fs::write(
+        &path,
+        format!("{text}\n[store]\nurl = {:?}\npoll_secs = 1\n", pg.url()),
+    )
+    .unwrap();
+    path
+}
+
+/// A replica in its own process (`model-router serve`), killed with SIGKILL on drop.
+struct Process {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Process {
+    async fn start(config: &std::path::Path) -> Process {
+        let (child, url) = util::spawn_serve(config, &[("TEST_ROUTER_KEYS", ROUTER_KEY)]);
+        let p = Process { child, url };
+        within("the replica process is ready", async {
+            while readyz(&p.url).await.0 != StatusCode::OK {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        p
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post_at(
+    url: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let r = client()
+        .post(format!("{url}{path}"))
+        .bearer_auth(ROUTER_KEY)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(r).await;
+    (status, body)
+}
+
+async fn readyz(url: &str) -> (StatusCode, serde_json::Value) {
+    match client().get(format!("{url}/readyz")).send().await {
+        Ok(r) => {
+            let (status, _, body) = json_of(r).await;
+            (status, body)
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::Value::Null),
+    }
+}
+
+/// Waits until the replica at `url` routes `text` with the example `id` as its nearest
+/// neighbour.
+async fn routable(url: &str, text: &str, id: &str) -> Duration {
     let started = Instant::now();
-    within("the example becomes routable", async {
+    within(&format!("{id} becomes routable at {url}"), async {
         loop {
-            let (status, _, d) = server.route(json!({"query": text})).await;
+            let (status, d) = post_at(url, "/v1/route", json!({"query": text})).await;
             assert_eq!(status, StatusCode::OK, "{d}");
             if d["neighbors"][0]["id"] == id {
                 return started.elapsed();
@@ -197,99 +280,439 @@ async fn routable(server: &TestServer, text: &str, id: &str) -> Duration {
     .await
 }
 
-fn example(id: &str, text: &str, tier: &str) -> String {
-    json!({"examples": [{"id": id, "text": text, "tier": tier}]}).to_string()
+/// Adds one example through the replica at `url`; returns the status and answer.
+async fn add(url: &str, id: &str, text: &str, tier: &str) -> (StatusCode, serde_json::Value) {
+    post_at(
+        url,
+        "/v1/examples",
+        json!({"examples": [{"id": id, "text": text, "tier": tier}]}),
+    )
+    .await
 }
 
+/// Adds one example, retrying while the store is unavailable.
+async fn add_when_back(url: &str, id: &str, text: &str, tier: &str) {
+    within("a write succeeds again", async {
+        loop {
+            match add(url, id, text, tier).await {
+                (StatusCode::CREATED, _) => break,
+                (StatusCode::SERVICE_UNAVAILABLE, _) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                (other, body) => panic!("{other}: {body}"),
+            }
+        }
+    })
+    .await;
+}
+
+async fn store_state(url: &str) -> String {
+    let (status, body) = readyz(url).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["store"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Writes `n` examples with made-up unit vectors for the model, as a store that has been in
+/// use a while holds them (the vectors' values do not matter to loading).
+async fn write_synthetic(store: &PgStore, n: usize) {
+    let model = util::embedder().info().sha256.clone();
+    let dim = util::embedder().info().dim;
+    let tiers = ["small", "medium", "large"];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let examples: Vec<model_router::corpus::Example> = chunk
+            .iter()
+            .map(|&i| {
+                serde_json::from_value(json!({
+                    "id": format!("bulk-{i}"),
+                    "text": format!("stored query number {i}"),
+                    "tier": tiers[i % 3],
+                }))
+                .unwrap()
+            })
+            .collect();
+        let vectors: Vec<Vec<f32>> = chunk
+            .iter()
+            .map(|_| {
+                let v: Vec<f32> = (0..dim)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                    })
+                    .collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.into_iter().map(|x| x / norm).collect()
+            })
+            .collect();
+        store
+            .write(&examples, false, &model, &vectors)
+            .await
+            .unwrap();
+    }
+}
+
+/// The issue's scenario: three replicas (the third its own process) share one store; one is
+/// killed and catches up on restart; the store goes away and comes back; a fourth replica
+/// loads 20,000 stored vectors without embedding them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_share_examples_and_survive_the_store_going_away() {
+async fn three_replicas_share_one_store_through_kills_and_outages() {
     let Some(pg) = Postgres::start() else { return };
     let c = config(&[]);
     let store = PgStore::new(&pg.url(), 4).unwrap();
     let imported = import_fixture(&store, &c).await;
     // Migrations run again (a second replica starting) change nothing.
     store.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c_config = process_config(&pg, dir.path());
 
+    // 1. Three replicas; every vector came from the store: nothing was embedded at start.
     let (a, loaded_a) = replica(&store, &c).await;
     let (b, loaded_b) = replica(&store, &c).await;
-    // Every vector came from the store: nothing was embedded at start.
+    let mut c3 = Process::start(&c_config).await;
     for loaded in [loaded_a, loaded_b] {
         assert_eq!(
             (loaded.examples, loaded.stored_vectors, loaded.embedded),
             (imported, imported, 0)
         );
     }
+    let (_, ready) = readyz(&c3.url).await;
+    assert_eq!(ready["examples"], imported, "{ready}");
+    assert_eq!(ready["store"]["state"], "reachable", "{ready}");
 
-    // Added on A, routable on B (announced by NOTIFY).
+    // 2. Added on A, routable on B and C (announced by NOTIFY).
     let text = "what temperature should I bake sourdough bread at";
-    let (status, _, body) = a
-        .post_json("/v1/examples", example("bread-1", text, "large"))
-        .await;
+    let (status, body) = add(&a.url, "bread-1", text, "large").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    routable(&a, text, "bread-1").await;
-    routable(&b, text, "bread-1").await;
+    for url in [&a.url, &b.url, &c3.url] {
+        routable(url, text, "bread-1").await;
+    }
     // The store refuses an id another replica wrote, whichever replica is asked.
-    let (status, _, body) = b
-        .post_json("/v1/examples", example("bread-1", "other text", "small"))
-        .await;
+    let (status, body) = add(&b.url, "bread-1", "other text", "small").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_examples");
 
-    // The store goes away: routing goes on from memory; writes are refused, nothing written.
-    pg.stop_server();
-    let (status, _, _) = a.route(json!({"query": text})).await;
-    assert_eq!(status, StatusCode::OK);
-    let refused = a
-        .post(
-            "/v1/examples",
-            example("bread-2", "how long to proof dough", "medium"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(refused.headers().contains_key("retry-after"));
-    let body: serde_json::Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
-    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
-    let ready = a
-        .client
-        .get(format!("{}/readyz", a.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
-
-    // Back: the refused write was not half-done (its id is free), and B catches up with what
-    // was written while it could not listen.
-    pg.start_server();
+    // 3. C is killed; more is added on A; C restarted catches up.
+    drop(c3);
     let text2 = "how long should bread dough proof in the fridge";
-    within("a write succeeds again", async {
-        loop {
-            let (status, _, body) = a
-                .post_json("/v1/examples", example("bread-2", text2, "medium"))
-                .await;
-            match status {
-                StatusCode::CREATED => break,
-                StatusCode::SERVICE_UNAVAILABLE => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                other => panic!("{other}: {body}"),
+    let (status, body) = add(&a.url, "bread-2", text2, "medium").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    c3 = Process::start(&c_config).await;
+    routable(&c3.url, text2, "bread-2").await;
+    routable(&c3.url, text, "bread-1").await;
+
+    // 4. The store goes away: routing goes on from memory; writes are refused, nothing
+    // written; /readyz stays 200 and says the store is unreachable.
+    pg.stop_server();
+    for url in [&a.url, &b.url, &c3.url] {
+        let (status, _) = post_at(url, "/v1/route", json!({"query": text})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, headers, body) = a
+        .post_json(
+            "/v1/examples",
+            json!({"examples": [{"id": "bread-3", "text": "how to shape a baguette", "tier": "medium"}]})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    for url in [&a.url, &b.url, &c3.url] {
+        within("the replica notices the store is away", async {
+            while store_state(url).await != "unreachable" {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        })
+        .await;
+    }
+
+    // Back: the refused write was not half-done (its id is free), every replica catches up
+    // with what was written while it could not listen, and nothing earlier was lost.
+    pg.start_server();
+    let text3 = "how do I shape a baguette before baking";
+    add_when_back(&b.url, "bread-3", text3, "medium").await;
+    for url in [&a.url, &b.url, &c3.url] {
+        routable(url, text3, "bread-3").await;
+        routable(url, text2, "bread-2").await;
+        within("the replica sees the store again", async {
+            while store_state(url).await != "reachable" {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let (_, ready) = readyz(url).await;
+        assert_eq!(ready["examples"], imported + 3, "{ready}");
+    }
+    assert_eq!(store.examples_after(0).await.unwrap().len(), imported + 3);
+    for s in [a, b] {
+        s.stop().await;
+    }
+    drop(c3);
+
+    // 5. A fourth replica against a store of 20,000 more examples loads their vectors.
+    write_synthetic(&store, 20_000).await;
+    let (d, loaded) = replica(&store, &c).await;
+    assert_eq!(
+        (loaded.examples, loaded.stored_vectors, loaded.embedded),
+        (imported + 3 + 20_000, imported + 3 + 20_000, 0),
+        "{loaded:?}"
+    );
+    routable(&d.url, text3, "bread-3").await;
+    d.stop().await;
+    drop(pg);
+}
+
+/// Feedback reaches a decision made on another replica (decisions are stored), and feedback
+/// on one decision through two replicas at once merges instead of overwriting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_on_any_replica_finds_the_decision_and_merges() {
+    let Some(pg) = Postgres::start() else { return };
+    let c = config(&[]);
+    let store = PgStore::new(&pg.url(), 4).unwrap();
+    import_fixture(&store, &c).await;
+    let (a, _) = replica(&store, &c).await;
+    let (b, _) = replica(&store, &c).await;
+
+    // Decided on A, feedback on B (once A's decision writer has stored it).
+    let text = "which wood is best for a backyard pizza oven fire";
+    let routed = a
+        .post("/v1/route", json!({"query": text}).to_string())
+        .header("x-request-id", "dec-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(routed.status(), StatusCode::OK);
+    let feedback = |url: String, body: serde_json::Value| async move {
+        within("the decision reaches the store", async {
+            loop {
+                let (status, answer) = post_at(&url, "/v1/feedback", body.clone()).await;
+                if status != StatusCode::NOT_FOUND {
+                    return (status, answer);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    };
+    let (status, answer) = feedback(b.url.clone(), json!({"id": "dec-1", "tier": "large"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["id"], "fb-dec-1");
+    routable(&a.url, text, "fb-dec-1").await;
+
+    // Two replicas, two scores for one decision, at once: both kept.
+    let text2 = "how many hours should pizza dough ferment";
+    let routed = a
+        .post("/v1/route", json!({"query": text2}).to_string())
+        .header("x-request-id", "dec-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(routed.status(), StatusCode::OK);
+    let (status, answer) = feedback(
+        b.url.clone(),
+        json!({"id": "dec-2", "outcomes": {"medium": 1}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (on_a, on_b) = tokio::join!(
+        post_at(
+            &a.url,
+            "/v1/feedback",
+            json!({"id": "dec-2", "outcomes": {"small": 0}})
+        ),
+        post_at(
+            &b.url,
+            "/v1/feedback",
+            json!({"id": "dec-2", "outcomes": {"large": 1}})
+        ),
+    );
+    assert_eq!(on_a.0, StatusCode::OK, "{}", on_a.1);
+    assert_eq!(on_b.0, StatusCode::OK, "{}", on_b.1);
+    let stored = store.examples_after(0).await.unwrap();
+    let fb = stored
+        .iter()
+        .find(|s| s.example.id.as_deref() == Some("fb-dec-2"))
+        .unwrap();
+    let label = serde_json::to_value(&fb.example.label).unwrap();
+    assert_eq!(
+        label,
+        json!({"outcomes": {"small": 0.0, "medium": 1.0, "large": 1.0}})
+    );
+    // A contradicting score is refused (409), wherever it is sent.
+    let (status, answer) = post_at(
+        &a.url,
+        "/v1/feedback",
+        json!({"id": "dec-2", "outcomes": {"large": 0}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+
+    // The history: every accepted piece of feedback, with what it did.
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT result FROM router_feedback WHERE decision_id = 'dec-2' ORDER BY n",
+            &[],
+        )
+        .await
+        .unwrap();
+    let results: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert_eq!(results[0], "added");
+    assert!(results[1..].iter().all(|r| r == "merged"), "{results:?}");
+
+    // /readyz counts the decisions written; `store decisions` writes them out as a log.
+    let (_, ready) = readyz(&a.url).await;
+    assert!(
+        ready["store"]["decisions"]["written"].as_u64().unwrap() >= 2,
+        "{ready}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = process_config(&pg, dir.path());
+    let out = dir.path().join("decisions.jsonl");
+    let o = util::run_with(
+        &config_file,
+        &["store", "decisions", "--out", out.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let records = model_router::decision_log::read_decisions(&out).unwrap();
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert!(ids.contains(&"dec-1") && ids.contains(&"dec-2"), "{ids:?}");
+    for s in [a, b] {
+        s.stop().await;
+    }
+    drop(pg);
+}
+
+/// `ingest --store` killed with SIGKILL inside its transaction: none of its examples become
+/// visible, to the store or a replica; run again, all of them are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_mid_write_leaves_nothing() {
+    let Some(pg) = Postgres::start() else { return };
+    let c = config(&[]);
+    let store = PgStore::new(&pg.url(), 4).unwrap();
+    let imported = import_fixture(&store, &c).await;
+    let (a, _) = replica(&store, &c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = process_config(&pg, dir.path());
+    let texts = [
+        "which glue holds best on a cracked ceramic mug",
+        "can I repair a ceramic mug for everyday use",
+        "is epoxy food safe after it cures",
+    ];
+    let file = dir.path().join("new.jsonl");
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"id": format!("mug-{i}"), "text": t, "tier": "medium"}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+
+    // Hold the writer inside its transaction: an uncommitted insert of the last text's vector
+    // makes its own insert of that vector wait, after its example rows are written.
+    let (mut holder, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let hold = holder.transaction().await.unwrap();
+    let model = util::embedder().info().sha256.clone();
+    hold.execute(
+        "INSERT INTO router_vectors (model_sha256, text_sha256, dim, vector) VALUES ($1, $2, 1, $3)",
+        &[&model, &store::text_sha256(texts[2]), &vec![0u8; 4]],
+    )
+    .await
+    .unwrap();
+    let seq_before = store.last_seq().await.unwrap();
+    let mut writer = std::process::Command::new(env!("CARGO_BIN_EXE_model-router"))
+        .args([
+            "--config",
+            config_file.to_str().unwrap(),
+            "ingest",
+            "--store",
+        ])
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (watcher, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO router_vectors%'";
+    within("the writer waits inside its transaction", async {
+        loop {
+            let n: i64 = watcher.query_one(waiting, &[]).await.unwrap().get(0);
+            if n == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    routable(&b, text2, "bread-2").await;
+    // Mid-write: its rows exist in its transaction (numbers taken), invisible to anyone else.
+    let taken: i64 = watcher
+        .query_one("SELECT last_value FROM router_example_seq", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(taken, seq_before + 3);
+    writer.kill().unwrap(); // SIGKILL
+    writer.wait().unwrap();
+    hold.rollback().await.unwrap();
+    within("the killed writer's backend ends", async {
+        loop {
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO router_%'
+                     AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(store.last_seq().await.unwrap(), seq_before);
+    let n: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM router_examples WHERE id LIKE 'mug-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a killed write left rows");
+    a.post("/v1/reload", "").send().await.unwrap();
+    let (_, ready) = readyz(&a.url).await;
+    assert_eq!(ready["examples"], imported, "{ready}");
 
-    // A replica started now loads everything, in order, from vectors.
-    let (c3, loaded) = replica(&store, &c).await;
-    assert_eq!(
-        (loaded.examples, loaded.embedded),
-        (imported + 2, 0),
-        "{loaded:?}"
+    // Again, to the end: all three, routable on the replica.
+    let o = util::run_with(&config_file, &["ingest", "--store", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(
+        util::stderr(&o).contains("added 3 examples to the store"),
+        "{}",
+        util::stderr(&o)
     );
-    routable(&c3, text2, "bread-2").await;
-    for s in [a, b, c3] {
-        s.stop().await;
-    }
+    routable(&a.url, texts[1], "mug-1").await;
+    // The same file again is refused whole: its ids are taken.
+    let o = util::run_with(&config_file, &["ingest", "--store", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(util::stderr(&o).contains("mug-0"), "{}", util::stderr(&o));
+    a.stop().await;
     drop(pg);
 }

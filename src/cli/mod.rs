@@ -148,6 +148,11 @@ pub struct IngestArgs {
     /// how hard the prompt is. `none` keeps outcomes as recorded.
     #[arg(long, default_value = "none")]
     pub smooth: Smooth,
+    /// Add them to the `[store]` shared by replicas instead of the examples file: validated
+    /// the same way, embedded, written with their vectors in one transaction (all or
+    /// nothing; an id the store holds refuses them all), then routable on every replica.
+    #[arg(long)]
+    pub store: bool,
     #[command(flatten)]
     pub mapping: OutcomeArgs,
 }
@@ -202,7 +207,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) if args.smooth != Smooth::None => {
             bail!("--smooth applies to outcome records: use it with ingest --outcomes")
         }
-        Command::Ingest(args) => ingest(&config, &args.file),
+        Command::Ingest(args) => ingest(&config, &args),
         Command::Eval(args) => eval::run(&config, &args),
         Command::Feedback(args) => feedback::run(&config, &args),
         Command::Calibrate(args) => calibrate::run(&config, &args),
@@ -468,15 +473,23 @@ fn route_file(config: &Config, input: &Path, output: &Path, log: Option<&Path>) 
     Ok(())
 }
 
-fn ingest(config: &Config, file: &Path) -> Result<()> {
+fn ingest(config: &Config, args: &IngestArgs) -> Result<()> {
+    let file = &args.file;
     let tiers = config.tiers()?;
-    let target = &config.routing.examples;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let source = file.display().to_string();
+    if args.store {
+        let mut set = corpus::ExampleSet::from_examples(&[], &tiers)?;
+        set.set_limits(config.routing.example_limits);
+        let new = set.add_lines(&text, &source, &HashSet::new())?;
+        return ingest_to_store(config, file, &new, "examples");
+    }
+    let target = &config.routing.examples;
     let (added, total, repeats) = corpus::update_examples(target, &tiers, |set| {
         set.set_limits(config.routing.example_limits);
         let texts: HashSet<String> = set.examples().map(|e| e.text.clone()).collect();
-        let new = set.add_lines(&text, &file.display().to_string(), &HashSet::new())?;
+        let new = set.add_lines(&text, &source, &HashSet::new())?;
         let repeats = new.iter().filter(|e| texts.contains(&e.text)).count();
         Ok((new.len(), set.len(), repeats))
     })?;
@@ -491,6 +504,25 @@ fn ingest(config: &Config, file: &Path) -> Result<()> {
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+/// `ingest --store`: validated examples written to the store in one transaction.
+fn ingest_to_store(
+    config: &Config,
+    file: &Path,
+    new: &[corpus::Example],
+    what: &str,
+) -> Result<()> {
+    if new.is_empty() {
+        bail!("{} holds no examples", file.display());
+    }
+    let (last, took, store) = store::write(config, new)?;
+    eprintln!(
+        "added {} {what} to the store {store} (up to sequence number {last}) in {:.1}s",
+        new.len(),
+        took.as_secs_f32()
     );
     Ok(())
 }
@@ -558,6 +590,12 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
             args.file.display(),
             skipped
         );
+    }
+    if args.store {
+        let mut set = corpus::ExampleSet::from_examples(&[], &tiers)?;
+        set.set_limits(config.routing.example_limits);
+        let new = set.add(&new, &args.file.display().to_string(), &HashSet::new())?;
+        return ingest_to_store(config, &args.file, &new, "outcome examples");
     }
     let target = &config.routing.examples;
     let total = corpus::update_examples(target, &tiers, |set| {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use model_router::config::Config;
-use model_router::corpus::read_examples;
+use model_router::corpus::{read_examples, Example};
 use model_router::embed::{self, Embedder};
 use model_router::router::{Router, RouterOptions};
 use model_router::store::{self, PgStore};
@@ -21,6 +21,17 @@ pub enum StoreAction {
     Import {
         /// JSONL examples, e.g. data/examples.jsonl.
         file: PathBuf,
+    },
+    /// Write the decisions every replica stored (`store.decisions`) to a file in the decision
+    /// log's format, oldest first, for `replay`, `label-queue` and `feedback`. The file is
+    /// written whole or not at all.
+    Decisions {
+        /// Where to write them (JSONL).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Only decisions from this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 
@@ -39,16 +50,30 @@ pub fn open(config: &Config) -> model_router::error::Result<PgStore> {
 pub fn run(config: &Config, action: &StoreAction) -> Result<()> {
     match action {
         StoreAction::Import { file } => import(config, file),
+        StoreAction::Decisions { out, since } => export_decisions(config, out, since.as_deref()),
     }
 }
 
 fn import(config: &Config, file: &Path) -> Result<()> {
-    let store = open(config)?;
     let tiers = config.tiers()?;
     let examples = read_examples(file, &tiers)?;
     if examples.is_empty() {
         bail!("{} holds no examples", file.display());
     }
+    let (last, took, store) = write(config, &examples)?;
+    println!(
+        "imported {} examples with their vectors into {store} (up to sequence number {last}) in {:.1}s",
+        examples.len(),
+        took.as_secs_f32()
+    );
+    Ok(())
+}
+
+/// Embeds validated examples (through the local embedding cache) and writes them with their
+/// vectors into the `[store]` in one transaction: all or nothing; an id the store holds refuses
+/// the write. Returns the last sequence number, the time the write took, and where the store is.
+pub fn write(config: &Config, examples: &[Example]) -> Result<(i64, Duration, String)> {
+    let store = open(config)?;
     let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(
         &config.model_spec(),
         config.device()?,
@@ -57,7 +82,7 @@ fn import(config: &Config, file: &Path) -> Result<()> {
     // The router's on-disk cache spares re-embedding texts this machine has embedded before.
     let router = Router::build(
         embedder,
-        tiers,
+        config.tiers()?,
         RouterOptions::from_config(config)?,
         Vec::new(),
         Some(&config.cache_dir().join("embeddings")),
@@ -70,22 +95,68 @@ fn import(config: &Config, file: &Path) -> Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let started = Instant::now();
+    let last = runtime()?.block_on(async {
+        store.migrate().await?;
+        store.write(examples, false, &model, &vectors).await
+    })?;
+    Ok((last, started.elapsed(), store.describe()))
+}
+
+fn export_decisions(config: &Config, out: &Path, since: Option<&str>) -> Result<()> {
+    use std::io::Write;
+    let store = open(config)?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("{} is not a file name", out.display()))?;
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+    let temp = dir.unwrap_or(Path::new(".")).join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file =
+        std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let written = runtime()?.block_on(async {
+        store.migrate().await?;
+        store
+            .each_decision(since, |record| {
+                w.write_all(record.as_bytes())
+                    .and_then(|()| w.write_all(b"\n"))
+                    .map_err(|e| {
+                        model_router::error::Error::io(format!("writing {}", temp.display()), e)
+                    })
+            })
+            .await
+    });
+    let finished = written.map_err(anyhow::Error::from).and_then(|n| {
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, out)?;
+        Ok(n)
+    });
+    match finished {
+        Ok(n) => {
+            eprintln!(
+                "wrote {n} decisions from {} to {}",
+                store.describe(),
+                out.display()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e.context(format!("writing decisions to {}", out.display())))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    let started = Instant::now();
-    let last = runtime.block_on(async {
-        store.migrate().await?;
-        store.write(&examples, false, &model, &vectors).await
-    })?;
-    println!(
-        "imported {} examples with their vectors into {} (up to sequence number {last}) in {:.1}s",
-        examples.len(),
-        store.describe(),
-        started.elapsed().as_secs_f32()
-    );
-    Ok(())
+        .context("starting the async runtime")
 }
 
 /// Loads the router from the store for `serve`: connects (retrying with backoff while the

@@ -77,52 +77,55 @@ pub async fn feedback(
             count("invalid");
         })?;
     let _one_at_a_time = state.adding().lock().await;
-    let path = state.examples_path().to_path_buf();
     let tiers = state.tiers().clone();
     let record = decision.clone();
     let limits = state.example_limits();
-    let applied = match state.replica() {
-        // With a store: the decision's example as this replica holds it, merged, then written
-        // to the store (which every replica follows).
-        Some(_) => {
-            let earlier: Vec<_> = engine
-                .router
-                .example(&crate::feedback::example_id(&decision.id))
-                .into_iter()
-                .collect();
-            ExampleSet::from_examples(&earlier, &tiers).and_then(|mut set| {
-                set.set_limits(limits);
-                apply(&mut set, &record, outcomes)
-            })
-        }
-        None => tokio::task::spawn_blocking(move || {
-            update_examples(&path, &tiers, |set| {
-                set.set_limits(limits);
-                apply(set, &record, outcomes)
-            })
-        })
-        .await
-        .map_err(ApiError::internal)?,
+    let merge = move |set: &mut ExampleSet| {
+        set.set_limits(limits);
+        apply(set, &record, outcomes)
     };
-    let (example, applied) = match applied {
+    let done = match state.replica() {
+        // With a store: merged into the example as committed, under the store's write lock,
+        // with the feedback recorded in the same transaction; every replica follows.
+        Some(replica) => {
+            let sent = serde_json::to_value(&body).expect("feedback serialises");
+            let store_tiers = tiers.clone();
+            replica
+                .write_feedback(&engine.router, &decision, &sent, move |current| {
+                    let earlier: Vec<_> = current.into_iter().collect();
+                    let mut set = ExampleSet::from_examples(&earlier, &store_tiers)?;
+                    merge(&mut set)
+                })
+                .await
+                .map(|w| (w.example, w.applied))
+        }
+        None => {
+            let path = state.examples_path().to_path_buf();
+            let done = tokio::task::spawn_blocking(move || {
+                update_examples(&path, &tiers, |set| merge(set))
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            if let Ok((example, applied)) = &done {
+                if *applied != Applied::Unchanged {
+                    let router = engine.router.clone();
+                    let indexed = example.clone();
+                    tokio::task::spawn_blocking(move || router.upsert(indexed))
+                        .await
+                        .map_err(ApiError::internal)??;
+                }
+            }
+            done
+        }
+    };
+    let (example, applied) = match done {
         Ok(done) => done,
         Err(e @ Error::FeedbackConflict { .. }) => {
             count("conflict");
             return Err(e.into());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(super::replica::store_error(e)),
     };
-    if let (Some(replica), true) = (state.replica(), applied != Applied::Unchanged) {
-        replica
-            .write(&engine.router, vec![example.clone()], true)
-            .await?;
-    } else if applied != Applied::Unchanged {
-        let router = engine.router.clone();
-        let indexed = example.clone();
-        tokio::task::spawn_blocking(move || router.upsert(indexed))
-            .await
-            .map_err(ApiError::internal)??;
-    }
     count(applied.as_str());
     let total = engine.router.len();
     state.metrics().examples.set(total as i64);

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::AppState;
@@ -37,6 +37,9 @@ pub struct Metrics {
     pub(crate) sessions: IntGauge,
     pub(crate) session_evictions: IntGauge,
     pub(crate) connections_refused: IntCounter,
+    store_up: IntGauge,
+    store_applied_seq: IntGauge,
+    store_decisions: IntGaugeVec,
 }
 
 impl Metrics {
@@ -159,8 +162,30 @@ impl Metrics {
             "Connections answered 503 and closed at server.max_connections.",
         )
         .expect("valid metric");
+        let store_up = IntGauge::new(
+            "model_router_store_up",
+            "With [store]: 1 while the store answers, 0 while it is unreachable.",
+        )
+        .expect("valid metric");
+        let store_applied_seq = IntGauge::new(
+            "model_router_store_applied_seq",
+            "With [store]: the last sequence number of the store applied to the index.",
+        )
+        .expect("valid metric");
+        // Fed from the sink's own counts (queued is a level; written and dropped only grow).
+        let store_decisions = IntGaugeVec::new(
+            Opts::new(
+                "model_router_store_decisions",
+                "With store.decisions: decision records queued for the store, written, dropped.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_up.clone()),
+            Box::new(store_applied_seq.clone()),
+            Box::new(store_decisions.clone()),
             Box::new(connections_refused.clone()),
             Box::new(sessions.clone()),
             Box::new(session_evictions.clone()),
@@ -201,6 +226,26 @@ impl Metrics {
             sessions,
             session_evictions,
             connections_refused,
+            store_up,
+            store_applied_seq,
+            store_decisions,
+        }
+    }
+
+    /// The store's figures, as `/readyz` shows them.
+    pub(crate) fn store(&self, state: &super::StoreState) {
+        self.store_up.set(i64::from(state.error.is_none()));
+        self.store_applied_seq.set(state.applied_seq);
+        if let Some(d) = &state.decisions {
+            for (name, n) in [
+                ("queued", d.queued as u64),
+                ("written", d.written),
+                ("dropped", d.dropped),
+            ] {
+                self.store_decisions
+                    .with_label_values(&[name])
+                    .set(n as i64);
+            }
         }
     }
 

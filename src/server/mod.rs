@@ -269,6 +269,14 @@ impl AppState {
         true
     }
 
+    /// Writes every decision from now on to the store this server follows (`store.decisions`),
+    /// keeping `keep_days` days of them (0 = all). False without a store, or if started
+    /// already.
+    pub fn store_decisions(&self, keep_days: u32) -> bool {
+        self.replica()
+            .is_some_and(|r| r.start_decisions(self.0.log_settings.queue_capacity, keep_days))
+    }
+
     /// [`AppState::new`] with secrets from the process environment.
     pub fn from_env(config: &Config) -> Result<AppState> {
         Self::new(config, |var| std::env::var(var).ok())
@@ -502,6 +510,10 @@ impl AppState {
             // A full queue drops the record (counted); the request never waits on disk.
             log.log((*record).clone());
         }
+        if let Some(sink) = self.replica().and_then(|r| r.decisions()) {
+            // Likewise: written to the store in batches by the sink's task.
+            sink.log(record.clone());
+        }
         lock(&self.0.recent).insert(record);
         Ok(Decided {
             decision,
@@ -558,7 +570,8 @@ impl AppState {
         });
     }
 
-    /// A decision by id: from memory, else from the decision log (on a blocking thread).
+    /// A decision by id: from memory, else from the decision log (on a blocking thread), else
+    /// from the store (another replica's decision).
     pub(crate) async fn find_decision(
         &self,
         id: &str,
@@ -566,15 +579,25 @@ impl AppState {
         if let Some(d) = lock(&self.0.recent).get(id) {
             return Ok(Some(d));
         }
-        let Some(path) = self.0.log_settings.decisions.clone() else {
-            return Ok(None);
-        };
-        let keep = self.0.log_settings.keep;
-        let id = id.to_string();
-        let found = tokio::task::spawn_blocking(move || find_decision(&path, keep, &id))
-            .await
-            .map_err(ApiError::internal)??;
-        Ok(found.map(Arc::new))
+        if let Some(path) = self.0.log_settings.decisions.clone() {
+            let keep = self.0.log_settings.keep;
+            let owned = id.to_string();
+            let found = tokio::task::spawn_blocking(move || find_decision(&path, keep, &owned))
+                .await
+                .map_err(ApiError::internal)??;
+            if let Some(found) = found {
+                return Ok(Some(Arc::new(found)));
+            }
+        }
+        match self.replica() {
+            Some(replica) => Ok(replica
+                .store
+                .decision(id)
+                .await
+                .map_err(replica::store_error)?
+                .map(Arc::new)),
+            None => Ok(None),
+        }
     }
 
     /// How long decisions are kept for feedback, in words, for a 404.
@@ -588,7 +611,7 @@ impl AppState {
             ),
             None => format!("the last {} decisions in memory", recent.capacity()),
         };
-        match &self.0.log_settings.decisions {
+        let kept = match &self.0.log_settings.decisions {
             Some(path) => format!(
                 "{memory}, and those still in the decision log {} and its {} rotated files \
                  ({} bytes each)",
@@ -597,6 +620,13 @@ impl AppState {
                 self.0.log_settings.max_bytes
             ),
             None => format!("{memory}; no decision log is configured ([log] decisions)"),
+        };
+        match self.replica() {
+            Some(_) => format!(
+                "{kept}; and the store holds those of every replica with store.decisions on \
+                 (written within a moment of the decision)"
+            ),
+            None => kept,
         }
     }
 
@@ -720,6 +750,60 @@ struct Ready {
     examples: usize,
     /// `hnsw` or `flat`.
     index: &'static str,
+    /// With `[store]`: the store as this replica last found it. Routing stays ready while the
+    /// store is away (writes answer `503 store_unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreState>,
+}
+
+/// The store, in `GET /readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct StoreState {
+    /// `reachable` or `unreachable` (the last exchange with it failed).
+    #[schema(example = "reachable")]
+    state: &'static str,
+    /// host:port/database.
+    location: String,
+    /// Since when it has been in this state (RFC 3339).
+    since: String,
+    /// Why it is unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// The last sequence number this replica has applied.
+    applied_seq: i64,
+    /// With `store.decisions`: decision records waiting, written and dropped (queue full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decisions: Option<StoreDecisions>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct StoreDecisions {
+    queued: usize,
+    written: u64,
+    dropped: u64,
+}
+
+impl StoreState {
+    fn of(replica: &replica::Replica) -> StoreState {
+        use std::sync::atomic::Ordering::Relaxed;
+        let health = replica.health();
+        StoreState {
+            state: if health.error.is_some() {
+                "unreachable"
+            } else {
+                "reachable"
+            },
+            location: replica.store.describe(),
+            since: crate::decision_log::rfc3339(health.since),
+            error: health.error,
+            applied_seq: replica.applied(),
+            decisions: replica.decisions().map(|sink| StoreDecisions {
+                queued: sink.queued(),
+                written: sink.counts().written.load(Relaxed),
+                dropped: sink.counts().dropped.load(Relaxed),
+            }),
+        }
+    }
 }
 
 /// Liveness: the process answers.
@@ -740,6 +824,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             status: "ready",
             examples: engine.router.len(),
             index: engine.router.index_kind(),
+            store: state.replica().map(|r| StoreState::of(r)),
         })
         .into_response(),
         Err(e) => e.into_response(),
@@ -762,6 +847,9 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         m.log_written.set(log.written() as i64);
         m.log_dropped
             .inc_by(log.dropped().saturating_sub(m.log_dropped.get()));
+    }
+    if let Some(replica) = state.replica() {
+        state.metrics().store(&StoreState::of(replica));
     }
     (
         StatusCode::OK,
@@ -839,7 +927,7 @@ pub fn run(
         let state = AppState::from_env(config)?;
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
         let loading = state.clone();
-        let poll = Duration::from_secs(config.store.as_ref().map_or(5, |s| s.poll_secs));
+        let store_settings = config.store.clone().unwrap_or_default();
         tokio::spawn(async move {
             let started = Instant::now();
             match tokio::task::spawn_blocking(load).await {
@@ -857,7 +945,11 @@ pub fn run(
                     );
                     loading.set_routers(Arc::new(router), shadow);
                     if let Some((store, applied)) = store {
+                        let poll = Duration::from_secs(store_settings.poll_secs);
                         loading.follow_store(store, applied, poll);
+                        if store_settings.decisions {
+                            loading.store_decisions(store_settings.decisions_keep_days);
+                        }
                     }
                 }
                 Ok(Err(e)) => {

@@ -7,21 +7,39 @@
 //! writes (so their `201` means routable here). Writes embed first, then commit rows and
 //! vectors in one transaction: a write the store refuses or never commits leaves nothing.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use super::ApiError;
 use crate::corpus::Example;
 use crate::error::Error;
 use crate::router::Router;
-use crate::store::PgStore;
+use crate::store::{DecisionSink, PgStore};
 
 /// The store, and how far this replica has applied it.
 pub(crate) struct Replica {
     pub store: PgStore,
     /// The last sequence number applied to the index.
     applied: tokio::sync::Mutex<i64>,
+    /// The same, readable without waiting (for `/readyz` and metrics).
+    applied_now: AtomicI64,
     poll: Duration,
+    /// Whether the last exchange with the store worked, and since when.
+    health: Mutex<Health>,
+    /// `store.decisions`: the writer of decision records.
+    decisions: OnceLock<DecisionSink>,
+    /// Who this replica is in the rows it writes.
+    pub name: String,
+}
+
+/// The store as this replica last found it.
+#[derive(Debug, Clone)]
+pub(crate) struct Health {
+    /// The last error, while the store is unreachable.
+    pub error: Option<String>,
+    /// When the store became reachable or unreachable.
+    pub since: SystemTime,
 }
 
 impl Replica {
@@ -29,12 +47,69 @@ impl Replica {
         Replica {
             store,
             applied: tokio::sync::Mutex::new(applied),
+            applied_now: AtomicI64::new(applied),
             poll,
+            health: Mutex::new(Health {
+                error: None,
+                since: SystemTime::now(),
+            }),
+            decisions: OnceLock::new(),
+            name: crate::store::replica_name(),
         }
+    }
+
+    /// The last sequence number applied.
+    pub fn applied(&self) -> i64 {
+        self.applied_now.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records how an exchange with the store went: only reachability counts (a refused
+    /// duplicate id is the store working).
+    fn observe<T>(&self, result: &crate::error::Result<T>) {
+        let error = match result {
+            Err(Error::StoreUnavailable(m)) => Some(m.clone()),
+            _ => None,
+        };
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if health.error.is_some() != error.is_some() {
+            health.since = SystemTime::now();
+            match &error {
+                Some(e) => tracing::warn!(error = %e, "store: unreachable"),
+                None => tracing::info!("store: reachable again"),
+            }
+        }
+        health.error = error;
+    }
+
+    /// Starts writing decision records to the store; false if it was started already.
+    pub fn start_decisions(&self, capacity: usize, keep_days: u32) -> bool {
+        let mut started = false;
+        self.decisions.get_or_init(|| {
+            started = true;
+            DecisionSink::start(self.store.clone(), capacity, keep_days)
+        });
+        started
+    }
+
+    pub fn decisions(&self) -> Option<&DecisionSink> {
+        self.decisions.get()
     }
 
     /// Applies the rows written since the last one applied; returns how many.
     pub async fn catch_up(&self, router: &Arc<Router>) -> crate::error::Result<usize> {
+        let result = self.apply_new(router).await;
+        self.observe(&result);
+        result
+    }
+
+    async fn apply_new(&self, router: &Arc<Router>) -> crate::error::Result<usize> {
         let mut applied = self.applied.lock().await;
         let rows = self.store.examples_after(*applied).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {
@@ -54,6 +129,7 @@ impl Replica {
         .await
         .map_err(|e| Error::Index(format!("applying stored examples: {e}")))??;
         *applied = last;
+        self.applied_now.store(last, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -74,12 +150,54 @@ impl Replica {
         })
         .await
         .map_err(ApiError::internal)??;
-        self.store
-            .write(&examples, replace, &model, &vectors)
-            .await
-            .map_err(store_error)?;
+        let written = self.store.write(&examples, replace, &model, &vectors).await;
+        self.observe(&written);
+        written.map_err(store_error)?;
         self.catch_up(router).await.map_err(store_error)?;
         Ok(())
+    }
+
+    /// Feedback on `decision` through the store: the decision's text embedded here, then
+    /// `merge` applied to its example as committed (see [`PgStore::write_feedback`]), then
+    /// applied here. Errors are the store's or `merge`'s (a conflict), unchanged.
+    pub async fn write_feedback<F>(
+        &self,
+        router: &Arc<Router>,
+        decision: &crate::decision_log::DecisionRecord,
+        feedback: &serde_json::Value,
+        merge: F,
+    ) -> crate::error::Result<crate::store::FeedbackWritten>
+    where
+        F: FnOnce(Option<Example>) -> crate::error::Result<(Example, crate::feedback::Applied)>
+            + Send,
+    {
+        let model = router.embedder().info().sha256.clone();
+        let embedder = router.embedder().clone();
+        let text = decision.query.clone();
+        let vector = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
+            .await
+            .map_err(|e| Error::Embed(format!("embedding feedback: {e}")))??
+            .pop()
+            .expect("one text, one vector");
+        let example_id = crate::feedback::example_id(&decision.id);
+        let written = self
+            .store
+            .write_feedback(
+                &example_id,
+                &decision.id,
+                feedback,
+                &self.name,
+                &model,
+                &vector,
+                merge,
+            )
+            .await;
+        self.observe(&written);
+        let written = written?;
+        if written.applied != crate::feedback::Applied::Unchanged {
+            self.catch_up(router).await?;
+        }
+        Ok(written)
     }
 
     /// Follows the store for as long as the server runs: a listening connection (made again

@@ -21,11 +21,17 @@ use tokio_postgres::NoTls;
 use crate::corpus::{Example, Label};
 use crate::error::{Error, Result};
 
+mod decisions;
+pub use decisions::{replica_name, DecisionSink, FeedbackWritten, SinkCounts};
+
 /// The notification channel for committed writes.
 pub const CHANNEL: &str = "model_router_examples";
 
 /// The schema, in order; each applied once, recorded in `router_migrations`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_examples.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_examples.sql")),
+    (2, include_str!("../../migrations/0002_decisions.sql")),
+];
 
 /// Advisory lock keys: migrations, and writes (sequence numbers in commit order).
 const MIGRATION_LOCK: i64 = 0x6d72_5f6d_6967;
@@ -162,28 +168,7 @@ impl PgStore {
             )
             .await
             .map_err(|e| unavailable("reading examples", e))?;
-        rows.iter()
-            .map(|r| {
-                let label: String = r.get(3);
-                let meta: Option<String> = r.get(5);
-                let label: Label = serde_json::from_str(&label)
-                    .map_err(|e| Error::StoreUnavailable(format!("a stored label: {e}")))?;
-                let meta = meta
-                    .map(|m| serde_json::from_str(&m))
-                    .transpose()
-                    .map_err(|e| Error::StoreUnavailable(format!("a stored meta: {e}")))?;
-                Ok(Stored {
-                    seq: r.get(0),
-                    example: Example {
-                        id: Some(r.get(1)),
-                        text: r.get(2),
-                        label,
-                        category: r.get(4),
-                        meta,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(row_example).collect()
     }
 
     /// The stored vectors of `texts` for a model (`None` where there is none).
@@ -278,27 +263,7 @@ impl PgStore {
                 .map_err(fail)?
                 .get(0);
             let id = e.id.clone().unwrap_or_else(|| format!("ex-{seq}"));
-            let label = serde_json::to_string(&e.label).expect("labels serialise");
-            let meta = e.meta.as_ref().map(|m| m.to_string());
-            tx.execute(
-                "INSERT INTO router_examples (id, seq, text, label, category, meta, text_sha256)
-                 VALUES ($1, $2, $3, $4::text::jsonb, $5, $6::text::jsonb, $7)
-                 ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, text = EXCLUDED.text,
-                     label = EXCLUDED.label, category = EXCLUDED.category,
-                     meta = EXCLUDED.meta, text_sha256 = EXCLUDED.text_sha256,
-                     updated_at = now()",
-                &[
-                    &id,
-                    &seq,
-                    &e.text,
-                    &label,
-                    &e.category,
-                    &meta,
-                    &text_sha256(&e.text),
-                ],
-            )
-            .await
-            .map_err(fail)?;
+            upsert_example(&tx, e, &id, seq).await?;
             last = seq;
         }
         let items: Vec<(&str, &[f32])> = examples
@@ -363,6 +328,60 @@ impl PgStore {
 pub struct Listener {
     _client: tokio_postgres::Client,
     pub rx: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// An example row (`seq, id, text, label::text, category, meta::text`).
+fn row_example(r: &tokio_postgres::Row) -> Result<Stored> {
+    let label: String = r.get(3);
+    let meta: Option<String> = r.get(5);
+    let label: Label = serde_json::from_str(&label)
+        .map_err(|e| Error::StoreUnavailable(format!("a stored label: {e}")))?;
+    let meta = meta
+        .map(|m| serde_json::from_str(&m))
+        .transpose()
+        .map_err(|e| Error::StoreUnavailable(format!("a stored meta: {e}")))?;
+    Ok(Stored {
+        seq: r.get(0),
+        example: Example {
+            id: Some(r.get(1)),
+            text: r.get(2),
+            label,
+            category: r.get(4),
+            meta,
+        },
+    })
+}
+
+/// Inserts an example as `id` with sequence number `seq`, or updates the row with that id (it
+/// takes the new number).
+async fn upsert_example(
+    tx: &deadpool_postgres::Transaction<'_>,
+    e: &Example,
+    id: &str,
+    seq: i64,
+) -> Result<()> {
+    let label = serde_json::to_string(&e.label).expect("labels serialise");
+    let meta = e.meta.as_ref().map(|m| m.to_string());
+    tx.execute(
+        "INSERT INTO router_examples (id, seq, text, label, category, meta, text_sha256)
+         VALUES ($1, $2, $3, $4::text::jsonb, $5, $6::text::jsonb, $7)
+         ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, text = EXCLUDED.text,
+             label = EXCLUDED.label, category = EXCLUDED.category,
+             meta = EXCLUDED.meta, text_sha256 = EXCLUDED.text_sha256,
+             updated_at = now()",
+        &[
+            &id,
+            &seq,
+            &e.text,
+            &label,
+            &e.category,
+            &meta,
+            &text_sha256(&e.text),
+        ],
+    )
+    .await
+    .map_err(|e| unavailable("writing examples", e))?;
+    Ok(())
 }
 
 async fn insert_vectors(
