@@ -102,7 +102,7 @@ pub async fn feedback(
         None => {
             let path = state.examples_path().to_path_buf();
             let done = tokio::task::spawn_blocking(move || {
-                update_examples(&path, &tiers, |set| merge(set))
+                update_examples(&path, &tiers, merge)
             })
             .await
             .map_err(ApiError::internal)?;

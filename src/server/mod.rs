@@ -967,9 +967,18 @@ pub fn run(
                 Ok(e) = failed_rx => { let _ = error_tx.send(e); }
             }
         };
-        serve(listener, state, shutdown)
+        serve(listener, state.clone(), shutdown)
             .await
             .map_err(|e| Error::io("serving HTTP", e))?;
+        if let Some(sink) = state.replica().and_then(|r| r.decisions()) {
+            let left = sink.flush(Duration::from_secs(5)).await;
+            if left > 0 {
+                tracing::warn!(
+                    unwritten = left,
+                    "store: decisions not written before exit (the store did not answer)"
+                );
+            }
+        }
         match error_rx.await {
             Ok(e) => Err(e),
             Err(_) => Ok(()),

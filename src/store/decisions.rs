@@ -212,6 +212,8 @@ pub fn replica_name() -> String {
 /// Counters of a [`DecisionSink`].
 #[derive(Debug, Default)]
 pub struct SinkCounts {
+    /// Records queued.
+    pub accepted: AtomicU64,
     /// Records committed to the store.
     pub written: AtomicU64,
     /// Records dropped: the queue was full (the store slow or away for long).
@@ -290,11 +292,31 @@ impl DecisionSink {
     /// Queues a record; never waits. False if it was dropped (the queue is full).
     pub fn log(&self, record: Arc<DecisionRecord>) -> bool {
         match self.tx.try_send(record) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Err(_) => {
                 self.counts.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
+        }
+    }
+
+    /// Waits until every record queued so far is written, or `timeout` passes (the store is
+    /// away); returns how many are still unwritten. For shutdown.
+    pub async fn flush(&self, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = self
+                .counts
+                .accepted
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.counts.written.load(Ordering::Relaxed));
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

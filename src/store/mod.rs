@@ -52,8 +52,19 @@ pub struct PgStore {
     config: tokio_postgres::Config,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::StoreUnavailable(format!("{what}: {e}"))
+/// A store error, with its causes: tokio-postgres says only `db error` or `error connecting
+/// to server` at the top; what PostgreSQL or the socket said is in the source chain.
+fn unavailable(what: &str, e: impl std::error::Error) -> Error {
+    let mut message = format!("{what}: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.ends_with(&cause_text) {
+            message = format!("{message}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    Error::StoreUnavailable(message)
 }
 
 /// SHA-256 of a text: how vectors are keyed.
