@@ -713,6 +713,58 @@ async fn a_writer_killed_mid_write_leaves_nothing() {
     let o = util::run_with(&config_file, &["ingest", "--store", file.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(util::stderr(&o).contains("mug-0"), "{}", util::stderr(&o));
+
+    // `store import` refuses ids the store holds before embedding anything; with
+    // --skip-existing it imports only what is new, and nothing new is a success.
+    let fixture = util::fixture("examples.jsonl");
+    let o = util::run_with(
+        &config_file,
+        &["store", "import", fixture.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(
+        util::stderr(&o).contains("ids already in the store"),
+        "{}",
+        util::stderr(&o)
+    );
+    let mut more = std::fs::read_to_string(&fixture).unwrap();
+    more.push_str(
+        &json!({"id": "mug-9", "text": "how hot can a repaired mug get", "tier": "small"})
+            .to_string(),
+    );
+    let more_file = dir.path().join("more.jsonl");
+    std::fs::write(&more_file, more).unwrap();
+    let o = util::run_with(
+        &config_file,
+        &[
+            "store",
+            "import",
+            "--skip-existing",
+            more_file.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(
+        util::stdout(&o).contains("imported 1 examples"),
+        "{}",
+        util::stdout(&o)
+    );
+    let o = util::run_with(
+        &config_file,
+        &[
+            "store",
+            "import",
+            "--skip-existing",
+            more_file.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    assert!(
+        util::stdout(&o).contains("nothing to import"),
+        "{}",
+        util::stdout(&o)
+    );
+    routable(&a.url, "how hot can a repaired mug get", "mug-9").await;
     a.stop().await;
     drop(pg);
 }

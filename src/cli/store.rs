@@ -17,10 +17,14 @@ use model_router::store::{self, PgStore};
 pub enum StoreAction {
     /// Validate an examples file (every line, as `ingest` does), embed its examples, and write
     /// them with their vectors into the `[store]` in one transaction: all or nothing. Ids the
-    /// store holds already are refused.
+    /// store holds already are refused (checked before anything is embedded).
     Import {
         /// JSONL examples, e.g. data/examples.jsonl.
         file: PathBuf,
+        /// Import only the examples whose ids the store does not hold (an import run on every
+        /// deploy adds what is new and succeeds when there is nothing new).
+        #[arg(long)]
+        skip_existing: bool,
     },
     /// Write the decisions every replica stored (`store.decisions`) to a file in the decision
     /// log's format, oldest first, for `replay`, `label-queue` and `feedback`. The file is
@@ -49,16 +53,42 @@ pub fn open(config: &Config) -> model_router::error::Result<PgStore> {
 
 pub fn run(config: &Config, action: &StoreAction) -> Result<()> {
     match action {
-        StoreAction::Import { file } => import(config, file),
+        StoreAction::Import {
+            file,
+            skip_existing,
+        } => import(config, file, *skip_existing),
         StoreAction::Decisions { out, since } => export_decisions(config, out, since.as_deref()),
     }
 }
 
-fn import(config: &Config, file: &Path) -> Result<()> {
+fn import(config: &Config, file: &Path, skip_existing: bool) -> Result<()> {
     let tiers = config.tiers()?;
-    let examples = read_examples(file, &tiers)?;
+    let mut examples = read_examples(file, &tiers)?;
     if examples.is_empty() {
         bail!("{} holds no examples", file.display());
+    }
+    // Ids are checked before the (slow) embedding; the write checks again, under its lock.
+    let store = open(config)?;
+    let taken = runtime()?.block_on(async {
+        store.migrate().await?;
+        store.existing_ids(&examples).await
+    })?;
+    if !taken.is_empty() {
+        if !skip_existing {
+            return Err(store::duplicate_ids(&taken).into());
+        }
+        let taken: std::collections::HashSet<String> = taken.into_iter().collect();
+        let before = examples.len();
+        examples.retain(|e| e.id.as_ref().is_none_or(|id| !taken.contains(id)));
+        println!(
+            "{} of the {before} examples are in {} already: skipped",
+            before - examples.len(),
+            store.describe()
+        );
+        if examples.is_empty() {
+            println!("nothing to import");
+            return Ok(());
+        }
     }
     let (last, took, store) = write(config, &examples)?;
     println!(

@@ -101,11 +101,9 @@ pub async fn feedback(
         }
         None => {
             let path = state.examples_path().to_path_buf();
-            let done = tokio::task::spawn_blocking(move || {
-                update_examples(&path, &tiers, merge)
-            })
-            .await
-            .map_err(ApiError::internal)?;
+            let done = tokio::task::spawn_blocking(move || update_examples(&path, &tiers, merge))
+                .await
+                .map_err(ApiError::internal)?;
             if let Ok((example, applied)) = &done {
                 if *applied != Applied::Unchanged {
                     let router = engine.router.clone();

@@ -714,33 +714,36 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                    let id = req
-                        .headers()
-                        .get(REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    let path = req.uri().path();
-                    // Health checks and scrapes come every few seconds from every balancer and
-                    // probe: their lines are at debug level, under their own span name.
-                    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
-                        tracing::info_span!("probe", id, method = %req.method(), path)
-                    } else {
-                        tracing::info_span!("request", id, method = %req.method(), path)
-                    }
-                })
-                .on_response(|res: &Response, latency: Duration, span: &tracing::Span| {
-                    let ms = format_args!("{:.3}", latency.as_secs_f64() * 1e3);
-                    let status = res.status().as_u16();
-                    if span.metadata().is_some_and(|m| m.name() == "probe") {
-                        tracing::debug!(status, %ms, "response");
-                    } else {
-                        tracing::info!(status, %ms, "response");
-                    }
-                })
-                // Error statuses are in the response line already; internal errors are logged
-                // with their details where they happen (ApiError::internal).
-                .on_failure(()))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let id = req
+                                .headers()
+                                .get(REQUEST_ID)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-");
+                            let path = req.uri().path();
+                            // Health checks and scrapes come every few seconds from every balancer and
+                            // probe: their lines are at debug level, under their own span name.
+                            if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+                                tracing::info_span!("probe", id, method = %req.method(), path)
+                            } else {
+                                tracing::info_span!("request", id, method = %req.method(), path)
+                            }
+                        })
+                        .on_response(|res: &Response, latency: Duration, span: &tracing::Span| {
+                            let ms = format_args!("{:.3}", latency.as_secs_f64() * 1e3);
+                            let status = res.status().as_u16();
+                            if span.metadata().is_some_and(|m| m.name() == "probe") {
+                                tracing::debug!(status, %ms, "response");
+                            } else {
+                                tracing::info!(status, %ms, "response");
+                            }
+                        })
+                        // Error statuses are in the response line already; internal errors are logged
+                        // with their details where they happen (ApiError::internal).
+                        .on_failure(()),
+                )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
         .with_state(state)

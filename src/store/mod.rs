@@ -240,30 +240,9 @@ impl PgStore {
             .await
             .map_err(fail)?;
         if !replace {
-            let ids: Vec<&str> = examples.iter().filter_map(|e| e.id.as_deref()).collect();
-            let taken: Vec<String> = tx
-                .query(
-                    "SELECT id FROM router_examples WHERE id = ANY($1) ORDER BY id",
-                    &[&ids],
-                )
-                .await
-                .map_err(fail)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let taken = taken_ids(&tx, examples).await?;
             if !taken.is_empty() {
-                let shown = taken
-                    .iter()
-                    .take(10)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let more = taken.len().saturating_sub(10);
-                return Err(Error::DuplicateIds(if more > 0 {
-                    format!("{shown} and {more} more")
-                } else {
-                    shown
-                }));
+                return Err(duplicate_ids(&taken));
             }
         }
         let mut last = 0;
@@ -288,6 +267,12 @@ impl PgStore {
             .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok(last)
+    }
+
+    /// The ids of `examples` the store holds already, sorted.
+    pub async fn existing_ids(&self, examples: &[Example]) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        taken_ids(&client, examples).await
     }
 
     /// The highest sequence number written (0 for an empty store).
@@ -339,6 +324,39 @@ impl PgStore {
 pub struct Listener {
     _client: tokio_postgres::Client,
     pub rx: tokio::sync::mpsc::Receiver<()>,
+}
+
+async fn taken_ids(
+    client: &impl deadpool_postgres::GenericClient,
+    examples: &[Example],
+) -> Result<Vec<String>> {
+    let ids: Vec<&str> = examples.iter().filter_map(|e| e.id.as_deref()).collect();
+    Ok(client
+        .query(
+            "SELECT id FROM router_examples WHERE id = ANY($1) ORDER BY id",
+            &[&ids],
+        )
+        .await
+        .map_err(|e| unavailable("reading example ids", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// [`Error::DuplicateIds`] naming the first ten.
+pub fn duplicate_ids(taken: &[String]) -> Error {
+    let shown = taken
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = taken.len().saturating_sub(10);
+    Error::DuplicateIds(if more > 0 {
+        format!("{shown} and {more} more")
+    } else {
+        shown
+    })
 }
 
 /// An example row (`seq, id, text, label::text, category, meta::text`).
