@@ -58,6 +58,10 @@ pub struct StoreConfig {
     pub decisions: bool,
     /// Stored decisions older than this many days are deleted (0 = kept forever).
     pub decisions_keep_days: u32,
+    /// PEM certificates to trust for the store's TLS, besides the public roots (a managed
+    /// service's or a private CA). TLS follows the URL's `sslmode` (`prefer` by default;
+    /// `disable`, `require`); a certificate is always verified.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -69,6 +73,7 @@ impl Default for StoreConfig {
             poll_secs: 5,
             decisions: true,
             decisions_keep_days: 30,
+            ca_file: None,
         }
     }
 }
@@ -428,6 +433,9 @@ impl Config {
         }
         if let Some(dir) = &config.embedding.cache_dir {
             config.embedding.cache_dir = Some(resolve_path(base, dir));
+        }
+        if let Some(ca) = config.store.as_mut().and_then(|s| s.ca_file.as_mut()) {
+            *ca = resolve_path(base, ca);
         }
         // A relative model directory is relative to the config too, if it exists there.
         let local_model = base.join(&config.embedding.model);

@@ -24,6 +24,8 @@ struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    /// TLS on, with a certificate for 127.0.0.1 signed by this CA (PEM).
+    ca: Option<PathBuf>,
 }
 
 /// The folder with initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/N/bin.
@@ -52,6 +54,15 @@ fn running_as_root() -> bool {
 impl Postgres {
     /// Starts a cluster, or `None` (with a note) when PostgreSQL is not installed outside CI.
     fn start() -> Option<Postgres> {
+        Self::start_with(false)
+    }
+
+    /// [`Postgres::start`] with TLS: a throwaway CA signs the server's certificate.
+    fn start_tls() -> Option<Postgres> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Postgres> {
         let Some(bin) = postgres_bin() else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -74,11 +85,19 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let pg = Postgres { dir, bin, port };
+        let mut pg = Postgres {
+            dir,
+            bin,
+            port,
+            ca: None,
+        };
         pg.run(
             "initdb",
             &["-D", &pg.data(), "-A", "trust", "-U", "router", "--no-sync"],
         );
+        if tls {
+            pg.ca = Some(pg.make_certificates());
+        }
         pg.start_server();
         Some(pg)
     }
@@ -114,12 +133,108 @@ impl Postgres {
         );
     }
 
+    /// A CA and a server certificate for 127.0.0.1 (openssl), readable by the server; returns
+    /// the CA's certificate.
+    fn make_certificates(&self) -> PathBuf {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let rsa = ["-newkey", "rsa:2048", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &rsa,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=model-router test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &rsa,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if running_as_root() {
+            for f in ["server.key", "server.crt"] {
+                let status = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(dir.join(f))
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
+        dir.join("ca.crt")
+    }
+
     fn start_server(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.path().display()
         );
+        if self.ca.is_some() {
+            let dir = self.dir.path().display();
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            );
+        }
         let log = self.dir.path().join("log").display().to_string();
         self.run(
             "pg_ctl",
@@ -766,5 +881,46 @@ async fn a_writer_killed_mid_write_leaves_nothing() {
     );
     routable(&a.url, "how hot can a repaired mug get", "mug-9").await;
     a.stop().await;
+    drop(pg);
+}
+
+/// TLS to the store: verified against `store.ca_file`; without it the certificate is refused
+/// (the error says so); `sslmode=verify-full` URLs are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_over_tls_is_verified() {
+    let Some(pg) = Postgres::start_tls() else {
+        return;
+    };
+    let ca = pg.ca.clone().unwrap();
+    let url = format!("{}?sslmode=verify-full", pg.url());
+    let unverified = PgStore::new(&url, 2).unwrap();
+    let err = unverified.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+
+    let store = PgStore::connect(&url, 2, Some(&ca)).unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.last_seq().await.unwrap(), 0);
+    // The pool's connection is encrypted.
+    let (plain, connection) = tokio_postgres::connect(
+        &format!("{}?sslmode=disable", pg.url()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let encrypted: i64 = plain
+        .query_one("SELECT count(*) FROM pg_stat_ssl WHERE ssl", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "no TLS connection");
+    // A file that is not PEM is a config error naming it.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "not a certificate").unwrap();
+    let err = PgStore::connect(&url, 2, Some(bad.path()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("store.ca_file"), "{err}");
     drop(pg);
 }

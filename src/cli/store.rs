@@ -48,7 +48,7 @@ pub fn open(config: &Config) -> model_router::error::Result<PgStore> {
         ));
     };
     let url = settings.resolve_url(|var| std::env::var(var).ok())?;
-    PgStore::new(&url, settings.pool_size)
+    PgStore::connect(&url, settings.pool_size, settings.ca_file.as_deref())
 }
 
 pub fn run(config: &Config, action: &StoreAction) -> Result<()> {

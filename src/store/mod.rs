@@ -11,12 +11,14 @@
 //! notification (a dropped connection) only delays a row. Nothing of a failed transaction is
 //! visible, to anyone.
 
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use sha2::{Digest, Sha256};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::corpus::{Example, Label};
 use crate::error::{Error, Result};
@@ -50,6 +52,7 @@ pub struct Stored {
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 /// A store error, with its causes: tokio-postgres says only `db error` or `error connecting
@@ -72,20 +75,69 @@ pub fn text_sha256(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
 }
 
+/// TLS as libpq's `sslmode` asks for it: `verify-ca` and `verify-full` (which tokio-postgres
+/// does not parse) become `require`, since this client verifies every certificate anyway.
+fn normalise_sslmode(url: &str) -> String {
+    url.replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require")
+}
+
+/// rustls with the public roots (webpki-roots) and the certificates of `ca_file`.
+fn tls(ca_file: Option<&Path>) -> Result<MakeRustlsConnect> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| {
+                Error::Config(format!(
+                    "store.ca_file {}: not readable PEM certificates ({e})",
+                    path.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(Error::Config(format!(
+                "store.ca_file {} holds no certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| Error::Config(format!("store.ca_file {}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("store TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 impl PgStore {
-    /// A pool for `url` (`postgres://...`); connects lazily. The URL's password never appears
-    /// in errors.
+    /// A pool for `url` (`postgres://...`) with the public TLS roots; see [`PgStore::connect`].
     pub fn new(url: &str, pool_size: usize) -> Result<PgStore> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        Self::connect(url, pool_size, None)
+    }
+
+    /// A pool for `url` (`postgres://...`); connects lazily. TLS as the URL's `sslmode` says
+    /// (`prefer` when absent), trusting the public roots and `ca_file`'s certificates. The
+    /// URL's password never appears in errors.
+    pub fn connect(url: &str, pool_size: usize, ca_file: Option<&Path>) -> Result<PgStore> {
+        let config = tokio_postgres::Config::from_str(&normalise_sslmode(url)).map_err(|e| {
             Error::Config(format!(
                 "store: the URL is not a valid postgres:// URL ({e})"
             ))
         })?;
+        let tls = tls(ca_file)?;
         let mut pg = config.clone();
         pg.connect_timeout(Duration::from_secs(5));
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -97,7 +149,7 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Config(format!("store: {e}")))?;
-        Ok(PgStore { pool, config })
+        Ok(PgStore { pool, config, tls })
     }
 
     /// Where the store is, for messages: host, port and database, never the password.
@@ -291,7 +343,7 @@ impl PgStore {
     pub async fn listen(&self) -> Result<Listener> {
         let (client, mut connection) = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.clone())
             .await
             .map_err(|e| unavailable(&format!("listening on {}", self.describe()), e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
