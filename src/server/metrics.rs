@@ -238,7 +238,7 @@ impl Metrics {
         self.store_applied_seq.set(state.applied_seq);
         if let Some(d) = &state.decisions {
             for (name, n) in [
-                ("queued", d.queued as u64),
+                ("queued", d.queued),
                 ("written", d.written),
                 ("dropped", d.dropped),
             ] {

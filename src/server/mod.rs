@@ -793,7 +793,7 @@ pub(crate) struct StoreState {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct StoreDecisions {
-    queued: usize,
+    queued: u64,
     written: u64,
     dropped: u64,
 }

@@ -308,11 +308,7 @@ impl DecisionSink {
     pub async fn flush(&self, timeout: Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = self
-                .counts
-                .accepted
-                .load(Ordering::Relaxed)
-                .saturating_sub(self.counts.written.load(Ordering::Relaxed));
+            let left = self.queued();
             if left == 0 || tokio::time::Instant::now() >= deadline {
                 return left;
             }
@@ -320,9 +316,12 @@ impl DecisionSink {
         }
     }
 
-    /// Records waiting to be written.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    /// Records not written yet: queued, or in the batch being written (or retried).
+    pub fn queued(&self) -> u64 {
+        self.counts
+            .accepted
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.counts.written.load(Ordering::Relaxed))
     }
 
     pub fn counts(&self) -> &SinkCounts {
