@@ -849,36 +849,23 @@ async fn a_writer_killed_mid_write_leaves_nothing() {
     );
     let more_file = dir.path().join("more.jsonl");
     std::fs::write(&more_file, more).unwrap();
-    let o = util::run_with(
-        &config_file,
-        &[
-            "store",
-            "import",
-            "--skip-existing",
-            more_file.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", util::stderr(&o));
-    assert!(
-        util::stdout(&o).contains("imported 1 examples"),
-        "{}",
+    let skip_existing = || {
+        let o = util::run_with(
+            &config_file,
+            &[
+                "store",
+                "import",
+                "--skip-existing",
+                more_file.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", util::stderr(&o));
         util::stdout(&o)
-    );
-    let o = util::run_with(
-        &config_file,
-        &[
-            "store",
-            "import",
-            "--skip-existing",
-            more_file.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", util::stderr(&o));
-    assert!(
-        util::stdout(&o).contains("nothing to import"),
-        "{}",
-        util::stdout(&o)
-    );
+    };
+    let first = skip_existing();
+    assert!(first.contains("imported 1 examples"), "{first}");
+    let again = skip_existing();
+    assert!(again.contains("nothing to import"), "{again}");
     routable(&a.url, "how hot can a repaired mug get", "mug-9").await;
     a.stop().await;
     drop(pg);
