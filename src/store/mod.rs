@@ -297,17 +297,21 @@ impl PgStore {
                 return Err(duplicate_ids(&taken));
             }
         }
-        let mut last = 0;
-        for e in examples {
-            let seq: i64 = tx
-                .query_one("SELECT nextval('router_example_seq')", &[])
-                .await
-                .map_err(fail)?
-                .get(0);
-            let id = e.id.clone().unwrap_or_else(|| format!("ex-{seq}"));
-            upsert_example(&tx, e, &id, seq).await?;
-            last = seq;
-        }
+        let rows = distinct_ids(examples, replace)?;
+        let seqs = next_seqs(&tx, rows.len()).await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .zip(&seqs)
+            .map(|(e, seq)| e.id.clone().unwrap_or_else(|| format!("ex-{seq}")))
+            .collect();
+        let numbered: Vec<(&Example, &str, i64)> = rows
+            .iter()
+            .zip(&ids)
+            .zip(&seqs)
+            .map(|((e, id), &seq)| (*e, id.as_str(), seq))
+            .collect();
+        upsert_examples(&tx, &numbered).await?;
+        let last = seqs.last().copied().unwrap_or(0);
         let items: Vec<(&str, &[f32])> = examples
             .iter()
             .map(|e| e.text.as_str())
@@ -433,50 +437,118 @@ fn row_example(r: &tokio_postgres::Row) -> Result<Stored> {
     })
 }
 
-/// Inserts an example as `id` with sequence number `seq`, or updates the row with that id (it
-/// takes the new number).
+/// Rows per multi-row statement (a round trip each, rather than one per row).
+const BATCH_ROWS: usize = 1000;
+
+/// The examples to write, each id once: with `replace`, the last of a repeated id wins (as
+/// writing them one after another would); otherwise a repeated id refuses the write.
+fn distinct_ids(examples: &[Example], replace: bool) -> Result<Vec<&Example>> {
+    let mut last = std::collections::HashMap::new();
+    let mut repeated = Vec::new();
+    for (i, e) in examples.iter().enumerate() {
+        if let Some(id) = e.id.as_deref() {
+            if last.insert(id, i).is_some() && !replace {
+                repeated.push(id.to_string());
+            }
+        }
+    }
+    if !repeated.is_empty() {
+        return Err(duplicate_ids(&repeated));
+    }
+    Ok(examples
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| e.id.as_deref().is_none_or(|id| last[id] == *i))
+        .map(|(_, e)| e)
+        .collect())
+}
+
+/// `n` new sequence numbers, increasing (the caller holds [`WRITE_LOCK`], so they are also
+/// above every committed one).
+async fn next_seqs(tx: &deadpool_postgres::Transaction<'_>, n: usize) -> Result<Vec<i64>> {
+    let n = i64::try_from(n).expect("a batch size fits i64");
+    let mut seqs: Vec<i64> = tx
+        .query(
+            "SELECT nextval('router_example_seq') FROM generate_series(1, $1::int8)",
+            &[&n],
+        )
+        .await
+        .map_err(|e| unavailable("writing examples", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Inserts examples as `(example, id, seq)`, or updates the rows with those ids (they take
+/// the new numbers). The ids are distinct.
+async fn upsert_examples(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[(&Example, &str, i64)],
+) -> Result<()> {
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let ids: Vec<&str> = chunk.iter().map(|r| r.1).collect();
+        let seqs: Vec<i64> = chunk.iter().map(|r| r.2).collect();
+        let texts: Vec<&str> = chunk.iter().map(|r| r.0.text.as_str()).collect();
+        let labels: Vec<String> = chunk
+            .iter()
+            .map(|r| serde_json::to_string(&r.0.label).expect("labels serialise"))
+            .collect();
+        let categories: Vec<Option<&str>> = chunk.iter().map(|r| r.0.category.as_deref()).collect();
+        let metas: Vec<Option<String>> = chunk
+            .iter()
+            .map(|r| r.0.meta.as_ref().map(|m| m.to_string()))
+            .collect();
+        let hashes: Vec<Vec<u8>> = texts.iter().map(|t| text_sha256(t)).collect();
+        tx.execute(
+            "INSERT INTO router_examples (id, seq, text, label, category, meta, text_sha256)
+             SELECT id, seq, text, label::jsonb, category, meta::jsonb, sha
+             FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::bytea[]) AS u(id, seq, text, label, category, meta, sha)
+             ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, text = EXCLUDED.text,
+                 label = EXCLUDED.label, category = EXCLUDED.category,
+                 meta = EXCLUDED.meta, text_sha256 = EXCLUDED.text_sha256,
+                 updated_at = now()",
+            &[&ids, &seqs, &texts, &labels, &categories, &metas, &hashes],
+        )
+        .await
+        .map_err(|e| unavailable("writing examples", e))?;
+    }
+    Ok(())
+}
+
+/// Inserts an example as `id` with sequence number `seq`, or updates the row with that id.
 async fn upsert_example(
     tx: &deadpool_postgres::Transaction<'_>,
     e: &Example,
     id: &str,
     seq: i64,
 ) -> Result<()> {
-    let label = serde_json::to_string(&e.label).expect("labels serialise");
-    let meta = e.meta.as_ref().map(|m| m.to_string());
-    tx.execute(
-        "INSERT INTO router_examples (id, seq, text, label, category, meta, text_sha256)
-         VALUES ($1, $2, $3, $4::text::jsonb, $5, $6::text::jsonb, $7)
-         ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, text = EXCLUDED.text,
-             label = EXCLUDED.label, category = EXCLUDED.category,
-             meta = EXCLUDED.meta, text_sha256 = EXCLUDED.text_sha256,
-             updated_at = now()",
-        &[
-            &id,
-            &seq,
-            &e.text,
-            &label,
-            &e.category,
-            &meta,
-            &text_sha256(&e.text),
-        ],
-    )
-    .await
-    .map_err(|e| unavailable("writing examples", e))?;
-    Ok(())
+    upsert_examples(tx, &[(e, id, seq)]).await
 }
 
+/// Stores `(text, vector)` pairs for a model (a text it has a vector for keeps it).
 async fn insert_vectors(
     tx: &deadpool_postgres::Transaction<'_>,
     model: &str,
     items: &[(&str, &[f32])],
 ) -> Result<()> {
-    for (text, v) in items {
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let dim = i32::try_from(v.len()).expect("a model dimension fits i32");
+    for chunk in items.chunks(BATCH_ROWS) {
+        let hashes: Vec<Vec<u8>> = chunk.iter().map(|(t, _)| text_sha256(t)).collect();
+        let dims: Vec<i32> = chunk
+            .iter()
+            .map(|(_, v)| i32::try_from(v.len()).expect("a model dimension fits i32"))
+            .collect();
+        let bytes: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|(_, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
         tx.execute(
             "INSERT INTO router_vectors (model_sha256, text_sha256, dim, vector)
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            &[&model, &text_sha256(text), &dim, &bytes],
+             SELECT $1, h, d, v FROM UNNEST($2::bytea[], $3::int4[], $4::bytea[]) AS u(h, d, v)
+             ON CONFLICT DO NOTHING",
+            &[&model, &hashes, &dims, &bytes],
         )
         .await
         .map_err(|e| unavailable("writing vectors", e))?;
@@ -547,4 +619,44 @@ pub async fn load_router(
     .await
     .map_err(|e| Error::Index(format!("indexing stored examples: {e}")))??;
     Ok((router, loaded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(id: Option<&str>, text: &str) -> Example {
+        Example {
+            id: id.map(str::to_string),
+            text: text.to_string(),
+            label: crate::corpus::Label::Tier {
+                tier: "small".into(),
+            },
+            category: None,
+            meta: None,
+        }
+    }
+
+    #[test]
+    fn a_repeated_id_keeps_the_last_when_replacing_and_refuses_otherwise() {
+        let examples = [
+            example(Some("a"), "first a"),
+            example(None, "no id"),
+            example(Some("b"), "b"),
+            example(Some("a"), "second a"),
+            example(None, "no id either"),
+        ];
+        let texts: Vec<&str> = distinct_ids(&examples, true)
+            .unwrap()
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(texts, ["no id", "b", "second a", "no id either"]);
+        match distinct_ids(&examples, false) {
+            Err(Error::DuplicateIds(ids)) => assert_eq!(ids, "a"),
+            other => panic!("expected DuplicateIds, got {other:?}"),
+        }
+        let distinct = [example(Some("a"), "a"), example(Some("b"), "b")];
+        assert_eq!(distinct_ids(&distinct, false).unwrap().len(), 2);
+    }
 }
