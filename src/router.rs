@@ -13,7 +13,9 @@ use crate::config::Config;
 use crate::corpus::{read_examples, Example, Label};
 use crate::embed::{Embedder, EmbeddingCache};
 use crate::error::{Error, Result};
-use crate::index::{new_index, Hit, HnswParams, IndexKind, VectorIndex};
+use crate::index::{
+    new_index, uses_hnsw, FlatIndex, Hit, HnswIndex, HnswParams, IndexKind, VectorIndex,
+};
 use crate::tier::Tiers;
 use crate::vote::{vote, Basis, CategoryBaseline, Evidence, Policy, TierScores};
 
@@ -65,6 +67,10 @@ pub struct RouterOptions {
     pub policy: Policy,
     pub index: IndexKind,
     pub hnsw: HnswParams,
+    /// Where `index` means an HNSW graph, search exactly until [`Router::build_pending_graph`]
+    /// has built it (`serve`: ready in the time it takes to load the vectors, not to link
+    /// them).
+    pub defer_graph: bool,
 }
 
 impl RouterOptions {
@@ -74,6 +80,7 @@ impl RouterOptions {
             policy: config.policy()?,
             index: config.routing.index,
             hnsw: config.routing.hnsw,
+            defer_graph: false,
         })
     }
 }
@@ -90,6 +97,8 @@ struct State {
     /// A running hash over every example added or relabeled, in order: with the number of
     /// examples, the example set's version.
     hash: u64,
+    /// `index` is exact for now: the HNSW graph the options ask for is still to be built.
+    graph_pending: bool,
 }
 
 impl State {
@@ -131,7 +140,12 @@ impl Router {
         options: RouterOptions,
         expected: usize,
     ) -> Self {
-        let index = new_index(options.index, embedder.dim(), expected, options.hnsw);
+        let graph_pending = options.defer_graph && uses_hnsw(options.index, expected);
+        let index: Box<dyn VectorIndex> = if graph_pending {
+            Box::new(FlatIndex::new(embedder.dim()))
+        } else {
+            new_index(options.index, embedder.dim(), expected, options.hnsw)
+        };
         Router {
             embedder,
             tiers,
@@ -143,6 +157,7 @@ impl Router {
                 group: Vec::new(),
                 baseline: CategoryBaseline::default(),
                 hash: FNV_OFFSET,
+                graph_pending,
             }),
             cache: None,
         }
@@ -155,9 +170,18 @@ impl Router {
         embedder: Arc<dyn Embedder>,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Router> {
+        Self::from_config_with(config, RouterOptions::from_config(config)?, embedder, progress)
+    }
+
+    /// [`Router::from_config`] with other options (e.g. `defer_graph`).
+    pub fn from_config_with(
+        config: &Config,
+        options: RouterOptions,
+        embedder: Arc<dyn Embedder>,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Router> {
         let tiers = config.tiers()?;
         let examples = read_examples(&config.routing.examples, &tiers)?;
-        let options = RouterOptions::from_config(config)?;
         let cache_dir = config.cache_dir().join("embeddings");
         Self::build(
             embedder,
@@ -217,6 +241,57 @@ impl Router {
     /// `flat` or `hnsw`.
     pub fn index_kind(&self) -> &'static str {
         self.read().index.kind()
+    }
+
+    /// Whether the HNSW graph the options ask for is still to be built (searches are exact
+    /// meanwhile).
+    pub fn graph_pending(&self) -> bool {
+        self.read().graph_pending
+    }
+
+    /// Builds the HNSW graph `defer_graph` put off, while routing goes on over the exact index
+    /// (read locks only, a chunk of vectors at a time, until it has them all), then takes the
+    /// write lock to link anything added since and swap it in. Returns false if there was nothing to build.
+    pub fn build_pending_graph(&self) -> Result<bool> {
+        const CHUNK: usize = 4096;
+        let copy = |state: &State, from: usize, to: usize| -> Vec<Vec<f32>> {
+            (from..to)
+                .map(|i| {
+                    state
+                        .index
+                        .vector(i)
+                        .expect("the exact index lends its vectors")
+                        .to_vec()
+                })
+                .collect()
+        };
+        let mut graph = {
+            let state = self.read();
+            if !state.graph_pending {
+                return Ok(false);
+            }
+            HnswIndex::new(state.index.dim(), state.index.len(), self.options.hnsw)
+        };
+        loop {
+            let chunk = {
+                let state = self.read();
+                let from = graph.len();
+                copy(&state, from, state.index.len().min(from + CHUNK))
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            graph.add(&chunk)?;
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if !state.graph_pending {
+            return Ok(false);
+        }
+        let rest = copy(&state, graph.len(), state.index.len());
+        graph.add(&rest)?;
+        state.index = Box::new(graph);
+        state.graph_pending = false;
+        Ok(true)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -579,6 +654,7 @@ pub(crate) fn empty_test_router(embedder: Arc<dyn Embedder>) -> Router {
         },
         index: IndexKind::Flat,
         hnsw: HnswParams::default(),
+        defer_graph: false,
     };
     Router::new(
         embedder,
@@ -707,6 +783,47 @@ mod tests {
             .unwrap();
         assert!((d.quality.get("small").unwrap() - 1.0 / 6.0).abs() < 1e-6);
         assert!(d.reason.contains("category"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_deferred_graph_is_built_while_examples_arrive_and_loses_none() {
+        let options = RouterOptions {
+            index: IndexKind::Hnsw,
+            defer_graph: true,
+            ..empty_test_router(Arc::new(HashedWords::new())).options.clone()
+        };
+        let text = |i: usize| format!("w{i} x{} y{} z{}", i % 7, i % 11, i % 13);
+        let batch = |from: usize, to: usize| -> Vec<Example> {
+            (from..to)
+                .map(|i| example(&format!("e{i}"), &text(i), "small"))
+                .collect()
+        };
+        let r = Arc::new(Router::with_capacity(
+            Arc::new(HashedWords::new()),
+            crate::tier::test_tiers(&["small", "medium", "large"]),
+            options,
+            5000,
+        ));
+        r.add(batch(0, 5000)).unwrap();
+        assert!(r.graph_pending());
+        assert_eq!(r.index_kind(), "flat");
+        assert_eq!(r.route(&text(7)).unwrap().neighbors[0].similarity, 1.0);
+        let builder = {
+            let r = r.clone();
+            std::thread::spawn(move || r.build_pending_graph().unwrap())
+        };
+        for from in (5000..5400).step_by(40) {
+            r.add(batch(from, from + 40)).unwrap();
+        }
+        assert!(builder.join().unwrap());
+        assert!(!r.build_pending_graph().unwrap(), "built once");
+        assert_eq!((r.index_kind(), r.graph_pending()), ("hnsw", false));
+        let state = r.read();
+        assert_eq!(state.index.len(), 5400);
+        for i in (0..5400).step_by(97).chain(5360..5400) {
+            let hits = state.index.search(&hashed_words(&text(i)), 10).unwrap();
+            assert!(hits.iter().any(|h| h.id == i), "example {i}: {hits:?}");
+        }
     }
 
     #[test]

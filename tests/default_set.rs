@@ -34,6 +34,7 @@ fn vectors(config: &Config, examples: &[Example]) -> Vec<Vec<f32>> {
         policy: config.policy().unwrap(),
         index: model_router::index::IndexKind::Flat,
         hnsw: Default::default(),
+        defer_graph: false,
     };
     let cache = config.cache_dir().join("embeddings");
     let router = Router::build(

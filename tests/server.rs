@@ -383,6 +383,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
         policy: c.policy().unwrap(),
         index: c.routing.index,
         hnsw: c.routing.hnsw,
+        defer_graph: false,
     };
     let examples = read_examples(&c.routing.examples, &c.tiers().unwrap()).unwrap();
     let router = Router::build(

@@ -572,13 +572,35 @@ async fn three_replicas_share_one_store_through_kills_and_outages() {
     // 5. A fourth replica against a store of 20,000 more examples loads their vectors.
     write_synthetic(&store, 20_000).await;
     let (d, loaded) = replica(&store, &c).await;
+    let total = imported + 3 + 20_000;
     assert_eq!(
         (loaded.examples, loaded.stored_vectors, loaded.embedded),
-        (imported + 3 + 20_000, imported + 3 + 20_000, 0),
+        (total, total, 0),
         "{loaded:?}"
     );
     routable(&d.url, text3, "bread-3").await;
     d.stop().await;
+
+    // `serve` at this size (HNSW by `index = "auto"`) is ready before its graph is built,
+    // searching exactly meanwhile, then switches to the graph.
+    let d = Process::start(&c_config).await;
+    let (_, ready) = readyz(&d.url).await;
+    assert_eq!(
+        (&ready["examples"], &ready["index"], &ready["index_pending"]),
+        (&json!(total), &json!("flat"), &json!("hnsw")),
+        "{ready}"
+    );
+    routable(&d.url, text3, "bread-3").await;
+    within("the HNSW graph is built and in use", async {
+        while readyz(&d.url).await.1["index"] != "hnsw" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (_, ready) = readyz(&d.url).await;
+    assert!(ready.get("index_pending").is_none(), "{ready}");
+    routable(&d.url, text3, "bread-3").await;
+    drop(d);
     drop(pg);
 }
 

@@ -89,6 +89,7 @@ pub fn run(config: &Config, args: &GpuCheckArgs) -> Result<()> {
                 policy: config.policy()?,
                 index: config.routing.index,
                 hnsw: config.routing.hnsw,
+                defer_graph: false,
             },
             tiers,
         })

@@ -24,7 +24,7 @@ use model_router::corpus::{
 use model_router::decision_log::{DecisionRecord, LoggedPolicy};
 use model_router::embed::{self, source, Embedder};
 use model_router::error::{Error, LineError};
-use model_router::router::Router;
+use model_router::router::{Router, RouterOptions};
 use model_router::smooth::Smooth;
 
 mod calibrate;
@@ -250,7 +250,7 @@ fn progress_bar(what: &str) -> ProgressBar {
 }
 
 pub(crate) fn build_router(config: &Config) -> Result<Router> {
-    load_router(config).with_context(|| {
+    load_router(config, false).with_context(|| {
         format!(
             "building the router from {}",
             config.routing.examples.display()
@@ -258,14 +258,19 @@ pub(crate) fn build_router(config: &Config) -> Result<Router> {
     })
 }
 
-/// Loads the model and indexes the examples, with a progress bar.
-fn load_router(config: &Config) -> model_router::error::Result<Router> {
+/// Loads the model and indexes the examples, with a progress bar. `defer_graph`: see
+/// [`RouterOptions::defer_graph`].
+fn load_router(config: &Config, defer_graph: bool) -> model_router::error::Result<Router> {
     let embedder: Arc<dyn Embedder> = Arc::new(embed::load_embedder(
         &config.model_spec(),
         config.device()?,
     )?);
     let bar = progress_bar("embedding examples");
-    let router = Router::from_config(config, embedder, &|done, total| {
+    let options = RouterOptions {
+        defer_graph,
+        ..RouterOptions::from_config(config)?
+    };
+    let router = Router::from_config_with(config, options, embedder, &|done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
@@ -290,7 +295,7 @@ fn serve(config: &Config) -> Result<()> {
                 if load_config.routing.examples.exists() {
                     corpus::tidy_examples(&load_config.routing.examples)?;
                 }
-                (load_router(&load_config)?, None)
+                (load_router(&load_config, true)?, None)
             };
             let shadow = match &load_config.shadow {
                 Some(s) => Some(load_shadow(

@@ -198,7 +198,11 @@ pub fn load(
 ) -> model_router::error::Result<(Router, PgStore, i64)> {
     let store = open(config)?;
     let tiers = config.tiers()?;
-    let options = RouterOptions::from_config(config)?;
+    // Ready once the vectors are in; the HNSW graph (if any) is built after (`serve`).
+    let options = RouterOptions {
+        defer_graph: true,
+        ..RouterOptions::from_config(config)?
+    };
     let handle = tokio::runtime::Handle::current();
     let mut backoff = Duration::from_millis(250);
     loop {

@@ -124,6 +124,7 @@ impl Setup {
             policy: self.policies[0].clone(),
             index: IndexKind::Flat,
             hnsw: HnswParams::default(),
+            defer_graph: false,
         };
         Router::build(
             self.embedder.clone(),

@@ -63,4 +63,8 @@ impl VectorIndex for FlatIndex {
         hits.sort_by(by_similarity);
         Ok(hits)
     }
+
+    fn vector(&self, id: usize) -> Option<&[f32]> {
+        self.data.get(id * self.dim..(id + 1) * self.dim)
+    }
 }

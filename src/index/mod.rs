@@ -34,6 +34,10 @@ pub trait VectorIndex: Send + Sync {
     fn add(&mut self, vectors: &[Vec<f32>]) -> Result<()>;
     /// Up to `k` hits, most similar first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<Hit>>;
+    /// Stored vector `id`, where the index keeps vectors it can lend (the exact one does).
+    fn vector(&self, _id: usize) -> Option<&[f32]> {
+        None
+    }
 }
 
 /// Which index to build for a given number of examples.
@@ -49,6 +53,15 @@ pub enum IndexKind {
 /// Below this many vectors an exact scan is about as fast as HNSW here (0.7 ms at 10k).
 pub const AUTO_HNSW_THRESHOLD: usize = 10_000;
 
+/// Whether `kind` means an HNSW graph for about `expected` vectors.
+pub fn uses_hnsw(kind: IndexKind, expected: usize) -> bool {
+    match kind {
+        IndexKind::Flat => false,
+        IndexKind::Hnsw => true,
+        IndexKind::Auto => expected >= AUTO_HNSW_THRESHOLD,
+    }
+}
+
 /// Builds an empty index of the requested kind for about `expected` vectors.
 pub fn new_index(
     kind: IndexKind,
@@ -56,12 +69,7 @@ pub fn new_index(
     expected: usize,
     params: HnswParams,
 ) -> Box<dyn VectorIndex> {
-    let use_hnsw = match kind {
-        IndexKind::Flat => false,
-        IndexKind::Hnsw => true,
-        IndexKind::Auto => expected >= AUTO_HNSW_THRESHOLD,
-    };
-    if use_hnsw {
+    if uses_hnsw(kind, expected) {
         Box::new(HnswIndex::new(dim, expected, params))
     } else {
         Box::new(FlatIndex::new(dim))

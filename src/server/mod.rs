@@ -765,6 +765,9 @@ struct Ready {
     examples: usize,
     /// `hnsw` or `flat`.
     index: &'static str,
+    /// `hnsw` while its graph is being built after start (searches are exact meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_pending: Option<&'static str>,
     /// With `[store]`: the store as this replica last found it. Routing stays ready while the
     /// store is away (writes answer `503 store_unavailable`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -839,6 +842,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             status: "ready",
             examples: engine.router.len(),
             index: engine.router.index_kind(),
+            index_pending: engine.router.graph_pending().then_some("hnsw"),
             store: state.replica().map(|r| StoreState::of(r)),
         })
         .into_response(),
@@ -920,6 +924,28 @@ pub struct Loaded {
     pub store: Option<(crate::store::PgStore, i64)>,
 }
 
+/// Builds the router's deferred HNSW graph on a blocking thread; routing goes on (exactly)
+/// meanwhile.
+fn build_graph(router: Arc<Router>) {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        tracing::info!(
+            examples = router.len(),
+            "index: building the HNSW graph; searching exactly meanwhile"
+        );
+        match router.build_pending_graph() {
+            Ok(_) => tracing::info!(
+                examples = router.len(),
+                secs = started.elapsed().as_secs_f32(),
+                "index: HNSW graph built and in use"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "index: building the HNSW graph failed; searching exactly")
+            }
+        }
+    });
+}
+
 pub fn run(
     config: &Config,
     load: impl FnOnce() -> Result<Loaded> + Send + 'static,
@@ -958,7 +984,11 @@ pub fn run(
                         secs = started.elapsed().as_secs_f32(),
                         "ready"
                     );
-                    loading.set_routers(Arc::new(router), shadow);
+                    let router = Arc::new(router);
+                    loading.set_routers(router.clone(), shadow);
+                    if router.graph_pending() {
+                        build_graph(router);
+                    }
                     if let Some((store, applied)) = store {
                         let poll = Duration::from_secs(store_settings.poll_secs);
                         loading.follow_store(store, applied, poll);
