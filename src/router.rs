@@ -170,7 +170,12 @@ impl Router {
         embedder: Arc<dyn Embedder>,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Router> {
-        Self::from_config_with(config, RouterOptions::from_config(config)?, embedder, progress)
+        Self::from_config_with(
+            config,
+            RouterOptions::from_config(config)?,
+            embedder,
+            progress,
+        )
     }
 
     /// [`Router::from_config`] with other options (e.g. `defer_graph`).
@@ -790,7 +795,9 @@ mod tests {
         let options = RouterOptions {
             index: IndexKind::Hnsw,
             defer_graph: true,
-            ..empty_test_router(Arc::new(HashedWords::new())).options.clone()
+            ..empty_test_router(Arc::new(HashedWords::new()))
+                .options
+                .clone()
         };
         let text = |i: usize| format!("w{i} x{} y{} z{}", i % 7, i % 11, i % 13);
         let batch = |from: usize, to: usize| -> Vec<Example> {
