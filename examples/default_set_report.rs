@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         policy: policy.clone(),
         index: IndexKind::Flat,
         hnsw: Default::default(),
+        defer_graph: false,
     };
     // An empty router is enough: it embeds through the on-disk cache.
     let cache = config.cache_dir().join("embeddings");

@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         policy: config.policy()?,
         index: IndexKind::Flat,
         hnsw: HnswParams::default(),
+        defer_graph: false,
     };
     let router = Router::new(embedder, config.tiers()?, options);
     router.add(vec![
