@@ -30,6 +30,13 @@ def main():
     p.add_argument("--key", required=True)
     p.add_argument("-n", type=int, default=50)
     args = p.parse_args()
+    # What a route on B takes by itself: the floor under every propagation figure.
+    alone = []
+    for i in range(50):
+        t0 = time.perf_counter()
+        post(args.b, "/v1/route", args.key, {"query": f"how should I store sourdough starter {i}"})
+        alone.append((time.perf_counter() - t0) * 1e3)
+    alone.sort()
     waits = []
     for i in range(args.n):
         tag = uuid.uuid4().hex[:8]
@@ -48,6 +55,7 @@ def main():
     waits.sort()
     pct = lambda q: waits[min(len(waits) - 1, int(q * len(waits)))]
     print(f"propagation A -> B over {len(waits)} examples: p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms, max {waits[-1]:.1f} ms")
+    print(f"a route on B alone (50 routes): p50 {alone[len(alone) // 2]:.1f} ms")
 
 
 if __name__ == "__main__":
