@@ -220,6 +220,13 @@ pub fn load(
                     seq = loaded.seq,
                     "loaded from the store"
                 );
+                if loaded.examples == 0 {
+                    tracing::warn!(
+                        store = %store.describe(),
+                        "the store holds no examples: every query goes to the fallback tier \
+                         until some are added (model-router store import FILE)"
+                    );
+                }
                 return Ok((router, store, loaded.seq));
             }
             Err(e @ model_router::error::Error::StoreUnavailable(_)) => {
