@@ -723,6 +723,43 @@ async fn feedback_on_any_replica_finds_the_decision_and_merges() {
     let records = model_router::decision_log::read_decisions(&out).unwrap();
     let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
     assert!(ids.contains(&"dec-1") && ids.contains(&"dec-2"), "{ids:?}");
+
+    // `store status` says what the store holds, as the tables do.
+    let o = util::run_with(&config_file, &["store", "status"]);
+    assert!(o.status.success(), "{}", util::stderr(&o));
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(status["migrations"], json!([1, 2]), "{status}");
+    assert_eq!(
+        status["examples"],
+        count("SELECT count(*) FROM router_examples").await,
+        "{status}"
+    );
+    assert_eq!(
+        status["last_seq"],
+        store.last_seq().await.unwrap(),
+        "{status}"
+    );
+    assert_eq!(
+        status["vectors"][0]["model_sha256"],
+        util::embedder().info().sha256.as_str(),
+        "{status}"
+    );
+    assert_eq!(
+        status["decisions"]["count"],
+        count("SELECT count(*) FROM router_decisions").await,
+        "{status}"
+    );
+    assert_eq!(
+        status["feedback"],
+        count("SELECT count(*) FROM router_feedback").await,
+        "{status}"
+    );
+    assert!(status["feedback"].as_i64().unwrap() >= 3, "{status}");
+    assert!(status["database_bytes"].as_i64().unwrap() > 0, "{status}");
     for s in [a, b] {
         s.stop().await;
     }
@@ -907,8 +944,16 @@ async fn the_store_over_tls_is_verified() {
     assert!(err.contains("certificate"), "{err}");
 
     let store = PgStore::connect(&url, 2, Some(&ca)).unwrap();
+    // A store nobody has opened: its status reads nothing and creates nothing.
+    let status = store.status().await.unwrap();
+    assert!(
+        status.migrations.is_empty() && status.examples == 0,
+        "{status:?}"
+    );
+    assert!(store.status().await.unwrap().migrations.is_empty());
     store.migrate().await.unwrap();
     assert_eq!(store.last_seq().await.unwrap(), 0);
+    assert_eq!(store.status().await.unwrap().migrations, [1, 2]);
     // The pool's connection is encrypted.
     let (plain, connection) = tokio_postgres::connect(
         &format!("{}?sslmode=disable", pg.url()),

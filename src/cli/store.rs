@@ -37,6 +37,9 @@ pub enum StoreAction {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Print what the store holds as JSON: migrations, examples and the last sequence number,
+    /// vectors per model, decisions and feedback, the database's size. Reads only.
+    Status,
 }
 
 /// The store `[store]` names, with the URL from the config or its variable.
@@ -58,6 +61,12 @@ pub fn run(config: &Config, action: &StoreAction) -> Result<()> {
             skip_existing,
         } => import(config, file, *skip_existing),
         StoreAction::Decisions { out, since } => export_decisions(config, out, since.as_deref()),
+        StoreAction::Status => {
+            let store = open(config)?;
+            let status = runtime()?.block_on(store.status())?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
     }
 }
 

@@ -220,6 +220,86 @@ impl PgStore {
         tx.commit().await.map_err(|e| unavailable("migrating", e))
     }
 
+    /// What the store holds, read only (nothing is migrated: a store no replica or import has
+    /// opened yet shows no migrations and nothing in it).
+    pub async fn status(&self) -> Result<StoreStatus> {
+        let client = self.client().await?;
+        let fail = |e| unavailable("reading the store's status", e);
+        let mut status = StoreStatus {
+            store: self.describe(),
+            database_bytes: client
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+                .map_err(fail)?
+                .get(0),
+            ..StoreStatus::default()
+        };
+        let initialised: bool = client
+            .query_one("SELECT to_regclass('router_migrations') IS NOT NULL", &[])
+            .await
+            .map_err(fail)?
+            .get(0);
+        if !initialised {
+            return Ok(status);
+        }
+        status.migrations = client
+            .query(
+                "SELECT version FROM router_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .map_err(fail)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if status.migrations.contains(&1) {
+            let row = client
+                .query_one(
+                    "SELECT count(*), COALESCE(max(seq), 0), max(updated_at)::text
+                     FROM router_examples",
+                    &[],
+                )
+                .await
+                .map_err(fail)?;
+            (status.examples, status.last_seq, status.last_write) =
+                (row.get(0), row.get(1), row.get(2));
+            status.vectors = client
+                .query(
+                    "SELECT model_sha256, count(*) FROM router_vectors
+                     GROUP BY model_sha256 ORDER BY count(*) DESC, model_sha256",
+                    &[],
+                )
+                .await
+                .map_err(fail)?
+                .iter()
+                .map(|r| ModelVectors {
+                    model_sha256: r.get(0),
+                    count: r.get(1),
+                })
+                .collect();
+        }
+        if status.migrations.contains(&2) {
+            let row = client
+                .query_one(
+                    "SELECT count(*), min(at)::text, max(at)::text FROM router_decisions",
+                    &[],
+                )
+                .await
+                .map_err(fail)?;
+            status.decisions = DecisionSpan {
+                count: row.get(0),
+                oldest: row.get(1),
+                newest: row.get(2),
+            };
+            status.feedback = client
+                .query_one("SELECT count(*) FROM router_feedback", &[])
+                .await
+                .map_err(fail)?
+                .get(0);
+        }
+        Ok(status)
+    }
+
     /// The examples past sequence number `after`, in order.
     pub async fn examples_after(&self, after: i64) -> Result<Vec<Stored>> {
         let client = self.client().await?;
@@ -374,6 +454,40 @@ impl PgStore {
             rx,
         })
     }
+}
+
+/// What a store holds (`model-router store status`).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct StoreStatus {
+    /// host:port/database.
+    pub store: String,
+    /// Migrations applied, in order.
+    pub migrations: Vec<i32>,
+    pub examples: i64,
+    /// The highest sequence number: where a replica that has caught up stands.
+    pub last_seq: i64,
+    /// When an example was last added or updated.
+    pub last_write: Option<String>,
+    /// Stored vectors per model (a model's weights SHA-256); a replica of another model embeds.
+    pub vectors: Vec<ModelVectors>,
+    pub decisions: DecisionSpan,
+    /// Pieces of feedback recorded.
+    pub feedback: i64,
+    pub database_bytes: i64,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ModelVectors {
+    pub model_sha256: String,
+    pub count: i64,
+}
+
+/// The stored decisions: how many, and the times of the oldest and newest.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DecisionSpan {
+    pub count: i64,
+    pub oldest: Option<String>,
+    pub newest: Option<String>,
 }
 
 /// A listening connection (see [`PgStore::listen`]).
