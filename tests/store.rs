@@ -591,12 +591,14 @@ async fn three_replicas_share_one_store_through_kills_and_outages() {
         "{ready}"
     );
     routable(&d.url, text3, "bread-3").await;
-    within("the HNSW graph is built and in use", async {
+    // ~7 s alone on 2 cores; more beside the other tests, so more patience than `within`.
+    tokio::time::timeout(Duration::from_secs(180), async {
         while readyz(&d.url).await.1["index"] != "hnsw" {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
-    .await;
+    .await
+    .expect("timed out: the HNSW graph is built and in use");
     let (_, ready) = readyz(&d.url).await;
     assert!(ready.get("index_pending").is_none(), "{ready}");
     routable(&d.url, text3, "bread-3").await;
