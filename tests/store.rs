@@ -274,7 +274,7 @@ async fn import_fixture(store: &PgStore, c: &Config) -> usize {
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let vectors = embedder.embed(&texts).unwrap();
     store
-        .write(&examples, false, &embedder.info().sha256, &vectors)
+        .write(&examples, &embedder.info().sha256, &vectors)
         .await
         .unwrap();
     examples.len()
@@ -464,10 +464,7 @@ async fn write_synthetic(store: &PgStore, n: usize) {
                 v.into_iter().map(|x| x / norm).collect()
             })
             .collect();
-        store
-            .write(&examples, false, &model, &vectors)
-            .await
-            .unwrap();
+        store.write(&examples, &model, &vectors).await.unwrap();
     }
 }
 

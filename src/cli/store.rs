@@ -137,7 +137,7 @@ pub fn write(config: &Config, examples: &[Example]) -> Result<(i64, Duration, St
     let started = Instant::now();
     let last = runtime()?.block_on(async {
         store.migrate().await?;
-        store.write(examples, false, &model, &vectors).await
+        store.write(examples, &model, &vectors).await
     })?;
     Ok((last, started.elapsed(), store.describe()))
 }

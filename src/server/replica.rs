@@ -133,24 +133,17 @@ impl Replica {
         Ok(n)
     }
 
-    /// Writes examples (embedded here first) to the store, then applies them. `replace`:
-    /// update ids the store holds (feedback); otherwise such an id refuses the write.
+    /// Writes new examples (embedded here first) to the store, then applies them; an id the
+    /// store holds refuses the write.
     pub async fn write(
         &self,
         router: &Arc<Router>,
         examples: Vec<Example>,
-        replace: bool,
     ) -> Result<(), ApiError> {
         let model = router.embedder().info().sha256.clone();
-        let embedder = router.embedder().clone();
         let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-        let vectors = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed(&refs)
-        })
-        .await
-        .map_err(ApiError::internal)??;
-        let written = self.store.write(&examples, replace, &model, &vectors).await;
+        let vectors = embed(router, texts).await?;
+        let written = self.store.write(&examples, &model, &vectors).await;
         self.observe(&written);
         written.map_err(store_error)?;
         self.catch_up(router).await.map_err(store_error)?;
@@ -172,11 +165,8 @@ impl Replica {
             + Send,
     {
         let model = router.embedder().info().sha256.clone();
-        let embedder = router.embedder().clone();
-        let text = decision.query.clone();
-        let vector = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
-            .await
-            .map_err(|e| Error::Embed(format!("embedding feedback: {e}")))??
+        let vector = embed(router, vec![decision.query.clone()])
+            .await?
             .pop()
             .expect("one text, one vector");
         let example_id = crate::feedback::example_id(&decision.id);
@@ -248,6 +238,17 @@ impl Replica {
 
 /// A store failure as the client sees it: duplicate ids are the request's fault (400); the
 /// rest is `503 store_unavailable` with `Retry-After` (nothing was written).
+/// Texts embedded by the router's model, on a blocking thread (for the store's vectors).
+async fn embed(router: &Arc<Router>, texts: Vec<String>) -> crate::error::Result<Vec<Vec<f32>>> {
+    let embedder = router.embedder().clone();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder.embed(&refs)
+    })
+    .await
+    .map_err(|e| Error::Embed(format!("embedding for the store: {e}")))?
+}
+
 pub(crate) fn store_error(e: Error) -> ApiError {
     match e {
         Error::DuplicateIds(ids) => ApiError::bad_request(

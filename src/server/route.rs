@@ -345,7 +345,7 @@ pub async fn add_examples(
                 })
             })?;
             let added = examples.len();
-            replica.write(&engine.router, examples, false).await?;
+            replica.write(&engine.router, examples).await?;
             added
         }
         None => {

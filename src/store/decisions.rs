@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{insert_vectors, row_example, unavailable, PgStore, CHANNEL, WRITE_LOCK};
+use super::{
+    insert_vectors, next_seqs, row_example, unavailable, upsert_example, write_transaction,
+    PgStore, CHANNEL, EXAMPLE_COLUMNS,
+};
 use crate::corpus::Example;
 use crate::decision_log::DecisionRecord;
 use crate::error::{Error, Result};
@@ -145,14 +148,10 @@ impl PgStore {
     {
         let mut client = self.client().await?;
         let fail = |e: tokio_postgres::Error| unavailable("writing feedback", e);
-        let tx = client.transaction().await.map_err(fail)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(fail)?;
+        let tx = write_transaction(&mut client, "writing feedback").await?;
         let current = tx
             .query_opt(
-                "SELECT seq, id, text, label::text, category, meta::text
-                 FROM router_examples WHERE id = $1",
+                &format!("SELECT {EXAMPLE_COLUMNS} FROM router_examples WHERE id = $1"),
                 &[&example_id],
             )
             .await
@@ -162,12 +161,8 @@ impl PgStore {
             .map(|s| s.example);
         let (example, applied) = merge(current)?;
         if applied != Applied::Unchanged {
-            let seq: i64 = tx
-                .query_one("SELECT nextval('router_example_seq')", &[])
-                .await
-                .map_err(fail)?
-                .get(0);
-            super::upsert_example(&tx, &example, example_id, seq).await?;
+            let seq = next_seqs(&tx, 1).await?[0];
+            upsert_example(&tx, &example, example_id, seq).await?;
             insert_vectors(&tx, model, &[(example.text.as_str(), vector)]).await?;
             tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
                 .await

@@ -305,8 +305,9 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT seq, id, text, label::text, category, meta::text
-                 FROM router_examples WHERE seq > $1 ORDER BY seq",
+                &format!(
+                    "SELECT {EXAMPLE_COLUMNS} FROM router_examples WHERE seq > $1 ORDER BY seq"
+                ),
                 &[&after],
             )
             .await
@@ -354,41 +355,35 @@ impl PgStore {
             .map_err(|e| unavailable("writing vectors", e))
     }
 
-    /// Writes examples (and their vectors) in one transaction and announces them. `replace`:
-    /// an id the store holds is updated (feedback merging into its example); otherwise any
-    /// such id refuses the whole write ([`Error::DuplicateIds`]). An example without id gets
-    /// `ex-<seq>`. Returns the last sequence number written.
+    /// Writes new examples (and their vectors) in one transaction and announces them. An id
+    /// the store holds, or one repeated in `examples`, refuses the whole write
+    /// ([`Error::DuplicateIds`]). An example without id gets `ex-<seq>`. Returns the last
+    /// sequence number written.
     pub async fn write(
         &self,
         examples: &[Example],
-        replace: bool,
         model: &str,
         vectors: &[Vec<f32>],
     ) -> Result<i64> {
+        refuse_repeated_ids(examples)?;
         let mut client = self.client().await?;
         let fail = |e: tokio_postgres::Error| unavailable("writing examples", e);
-        let tx = client.transaction().await.map_err(fail)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await
-            .map_err(fail)?;
-        if !replace {
-            let taken = taken_ids(&tx, examples).await?;
-            if !taken.is_empty() {
-                return Err(duplicate_ids(&taken));
-            }
+        let tx = write_transaction(&mut client, "writing examples").await?;
+        let taken = taken_ids(&tx, examples).await?;
+        if !taken.is_empty() {
+            return Err(duplicate_ids(&taken));
         }
-        let rows = distinct_ids(examples, replace)?;
-        let seqs = next_seqs(&tx, rows.len()).await?;
-        let ids: Vec<String> = rows
+        let seqs = next_seqs(&tx, examples.len()).await?;
+        let ids: Vec<String> = examples
             .iter()
             .zip(&seqs)
             .map(|(e, seq)| e.id.clone().unwrap_or_else(|| format!("ex-{seq}")))
             .collect();
-        let numbered: Vec<(&Example, &str, i64)> = rows
+        let numbered: Vec<(&Example, &str, i64)> = examples
             .iter()
             .zip(&ids)
             .zip(&seqs)
-            .map(|((e, id), &seq)| (*e, id.as_str(), seq))
+            .map(|((e, id), &seq)| (e, id.as_str(), seq))
             .collect();
         upsert_examples(&tx, &numbered).await?;
         let last = seqs.last().copied().unwrap_or(0);
@@ -529,7 +524,10 @@ pub fn duplicate_ids(taken: &[String]) -> Error {
     })
 }
 
-/// An example row (`seq, id, text, label::text, category, meta::text`).
+/// The columns [`row_example`] reads, in its order.
+const EXAMPLE_COLUMNS: &str = "seq, id, text, label::text, category, meta::text";
+
+/// An example row ([`EXAMPLE_COLUMNS`]).
 fn row_example(r: &tokio_postgres::Row) -> Result<Stored> {
     let label: String = r.get(3);
     let meta: Option<String> = r.get(5);
@@ -554,27 +552,37 @@ fn row_example(r: &tokio_postgres::Row) -> Result<Stored> {
 /// Rows per multi-row statement (a round trip each, rather than one per row).
 const BATCH_ROWS: usize = 1000;
 
-/// The examples to write, each id once: with `replace`, the last of a repeated id wins (as
-/// writing them one after another would); otherwise a repeated id refuses the write.
-fn distinct_ids(examples: &[Example], replace: bool) -> Result<Vec<&Example>> {
-    let mut last = std::collections::HashMap::new();
-    let mut repeated = Vec::new();
-    for (i, e) in examples.iter().enumerate() {
-        if let Some(id) = e.id.as_deref() {
-            if last.insert(id, i).is_some() && !replace {
-                repeated.push(id.to_string());
-            }
-        }
-    }
-    if !repeated.is_empty() {
-        return Err(duplicate_ids(&repeated));
-    }
-    Ok(examples
+/// [`Error::DuplicateIds`] for an id that comes twice in one write (one multi-row upsert
+/// cannot touch a row twice).
+fn refuse_repeated_ids(examples: &[Example]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let repeated: Vec<String> = examples
         .iter()
-        .enumerate()
-        .filter(|(i, e)| e.id.as_deref().is_none_or(|id| last[id] == *i))
-        .map(|(_, e)| e)
-        .collect())
+        .filter_map(|e| e.id.as_deref())
+        .filter(|id| !seen.insert(*id))
+        .map(str::to_string)
+        .collect();
+    if repeated.is_empty() {
+        Ok(())
+    } else {
+        Err(duplicate_ids(&repeated))
+    }
+}
+
+/// A transaction holding [`WRITE_LOCK`]: every write of examples takes one, so sequence
+/// numbers commit in increasing order.
+async fn write_transaction<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    what: &str,
+) -> Result<deadpool_postgres::Transaction<'a>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| unavailable(what, e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .await
+        .map_err(|e| unavailable(what, e))?;
+    Ok(tx)
 }
 
 /// `n` new sequence numbers, increasing (the caller holds [`WRITE_LOCK`], so they are also
@@ -752,7 +760,7 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_id_keeps_the_last_when_replacing_and_refuses_otherwise() {
+    fn an_id_repeated_in_one_write_refuses_it() {
         let examples = [
             example(Some("a"), "first a"),
             example(None, "no id"),
@@ -760,17 +768,16 @@ mod tests {
             example(Some("a"), "second a"),
             example(None, "no id either"),
         ];
-        let texts: Vec<&str> = distinct_ids(&examples, true)
-            .unwrap()
-            .iter()
-            .map(|e| e.text.as_str())
-            .collect();
-        assert_eq!(texts, ["no id", "b", "second a", "no id either"]);
-        match distinct_ids(&examples, false) {
+        match refuse_repeated_ids(&examples) {
             Err(Error::DuplicateIds(ids)) => assert_eq!(ids, "a"),
             other => panic!("expected DuplicateIds, got {other:?}"),
         }
-        let distinct = [example(Some("a"), "a"), example(Some("b"), "b")];
-        assert_eq!(distinct_ids(&distinct, false).unwrap().len(), 2);
+        let distinct = [
+            example(Some("a"), "a"),
+            example(Some("b"), "b"),
+            example(None, "no id"),
+            example(None, "no id"),
+        ];
+        assert!(refuse_repeated_ids(&distinct).is_ok());
     }
 }
