@@ -485,10 +485,9 @@ fn ingest(config: &Config, args: &IngestArgs) -> Result<()> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let source = file.display().to_string();
     if args.store {
-        let mut set = corpus::ExampleSet::from_examples(&[], &tiers)?;
-        set.set_limits(config.routing.example_limits);
-        let new = set.add_lines(&text, &source, &HashSet::new())?;
-        return ingest_to_store(config, file, &new, "examples");
+        return ingest_to_store(config, file, "examples", |set| {
+            set.add_lines(&text, &source, &HashSet::new())
+        });
     }
     let target = &config.routing.examples;
     let (added, total, repeats) = corpus::update_examples(target, &tiers, |set| {
@@ -513,17 +512,21 @@ fn ingest(config: &Config, args: &IngestArgs) -> Result<()> {
     Ok(())
 }
 
-/// `ingest --store`: validated examples written to the store in one transaction.
+/// `ingest --store`: the examples `add` validates (into an empty set with the configured
+/// limits) written to the store in one transaction.
 fn ingest_to_store(
     config: &Config,
     file: &Path,
-    new: &[corpus::Example],
     what: &str,
+    add: impl FnOnce(&mut corpus::ExampleSet) -> model_router::error::Result<Vec<corpus::Example>>,
 ) -> Result<()> {
+    let mut set = corpus::ExampleSet::from_examples(&[], &config.tiers()?)?;
+    set.set_limits(config.routing.example_limits);
+    let new = add(&mut set)?;
     if new.is_empty() {
         bail!("{} holds no examples", file.display());
     }
-    let (last, took, store) = store::write(config, new)?;
+    let (last, took, store) = store::write(config, &new)?;
     eprintln!(
         "added {} {what} to the store {store} (up to sequence number {last}) in {:.1}s",
         new.len(),
@@ -597,10 +600,9 @@ fn ingest_outcomes(config: &Config, args: &IngestArgs) -> Result<()> {
         );
     }
     if args.store {
-        let mut set = corpus::ExampleSet::from_examples(&[], &tiers)?;
-        set.set_limits(config.routing.example_limits);
-        let new = set.add(&new, &args.file.display().to_string(), &HashSet::new())?;
-        return ingest_to_store(config, &args.file, &new, "outcome examples");
+        return ingest_to_store(config, &args.file, "outcome examples", |set| {
+            set.add(&new, &args.file.display().to_string(), &HashSet::new())
+        });
     }
     let target = &config.routing.examples;
     let total = corpus::update_examples(target, &tiers, |set| {
