@@ -934,11 +934,12 @@ fn build_graph(router: Arc<Router>) {
             "index: building the HNSW graph; searching exactly meanwhile"
         );
         match router.build_pending_graph() {
-            Ok(_) => tracing::info!(
+            Ok(true) => tracing::info!(
                 examples = router.len(),
                 secs = started.elapsed().as_secs_f32(),
                 "index: HNSW graph built and in use"
             ),
+            Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "index: building the HNSW graph failed; searching exactly")
             }
